@@ -1,0 +1,1 @@
+"""gpjax: position information encoded channel-wise in CNNs, in JAX/Flax."""
