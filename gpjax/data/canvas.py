@@ -83,3 +83,35 @@ def random_flip(rng: jax.Array, images: jax.Array) -> jax.Array:
   """Flips each image (N, h, w, C) horizontally with probability 1/2."""
   flip = jax.random.bernoulli(rng, 0.5, (images.shape[0], 1, 1, 1))
   return jnp.where(flip, images[:, :, ::-1], images)
+
+
+def canvas_batch(keys: jax.Array, images: jax.Array, *, grid: int, mean: Sequence[float],
+                 std: Sequence[float], background: str = 'zero',
+                 flip: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Canvases whose randomness comes from one key per example.
+
+  Each example's cell, flip and noise are drawn from its own key alone, so a
+  canvas does not depend on the batch it is in or how that batch is split
+  over devices.
+
+  Args:
+    keys: one PRNG key per example (N,).
+    images: source images (N, h, w, C).
+    grid, mean, std, background: as in ``make_canvas``.
+    flip: flip each source horizontally with probability 1/2 first.
+
+  Returns:
+    canvases (N, g*h, g*w, C) float32 and cells (N,) int32.
+  """
+  check_grid(grid)
+
+  def one(key, image):
+    k_cell, k_flip, k_noise = jax.random.split(key, 3)
+    cell = jax.random.randint(k_cell, (1,), 0, grid * grid, dtype=jnp.int32)
+    if flip:
+      image = jnp.where(jax.random.bernoulli(k_flip), image[:, ::-1], image)
+    out = make_canvas(image[None], cell, grid=grid, mean=mean, std=std, background=background,
+                      rng=k_noise)
+    return out[0], cell[0]
+
+  return jax.vmap(one)(keys, images)

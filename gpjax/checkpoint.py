@@ -1,0 +1,70 @@
+"""Orbax checkpoints in ``workdir/checkpoints``: keep the newest n and the best.
+
+Saves are asynchronous; ``close`` waits for them. A process killed mid-save
+leaves a ``*.orbax-checkpoint-tmp`` folder that Orbax ignores, so the previous
+checkpoint is used; a newest checkpoint that fails to load is skipped with a
+warning and the one before it is restored.
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers
+
+METRIC = 'test_accuracy'
+
+
+def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  """Keeps the ``keep`` newest checkpoints and the best by test accuracy."""
+  policy = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(n=keep),
+      checkpoint_managers.BestN(get_metric_fn=lambda m: m[METRIC], n=1,
+                                keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+                               options=options, item_names=('state', 'meta'))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any],
+         metrics: dict[str, float] | None = None) -> None:
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                             meta=ocp.args.JsonSave(meta)),
+               metrics=metrics, force=True)
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, int] | None:
+  """Restores the newest loadable checkpoint into the shapes/shardings of ``target``.
+
+  Returns ``(state, step)``, or None when there is no checkpoint.
+  """
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))
+      return restored['state'], step
+    except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
+      logging.warning('Checkpoint at step %d could not be restored (%s: %s); trying the '
+                      'previous one.', step, type(e).__name__, e)
+      print(f'WARNING: checkpoint at step {step} could not be restored '
+            f'({type(e).__name__}); falling back to the previous one.', flush=True)
+  return None
+
+
+def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
+  """Loads a workdir's checkpoint (newest by default) as a plain tree of numpy
+  arrays, e.g. ``{'params': ..., 'batch_stats': ..., 'step': ...}`` for probes."""
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'workdir {workdir!r} holds no checkpoints/ folder; train a model '
+                            'there first.')
+  with ocp.CheckpointManager(directory, item_names=('state', 'meta')) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'{directory} holds no complete checkpoint.')
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return restored['state']

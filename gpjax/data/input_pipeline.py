@@ -1,0 +1,403 @@
+"""Random-access image sources and step-indexed batching, with no TensorFlow.
+
+Every training batch is a pure function of ``(seed, step)``: resuming at step
+``s`` reads exactly the examples an uninterrupted run would have read, with no
+iterator state to checkpoint. The example stream is one endless sequence of
+per-epoch permutations, so a batch may straddle two epochs; nothing is dropped
+and every batch has the full size. Each process reads only its contiguous slice
+of the global batch.
+
+Data come from ``tfds.data_source`` (array_record files). The built-in sets of
+`gpjax.data.builtin` are generated on first use; any other tfds set must have
+been prepared in the data dir beforehand.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from gpjax.data import builtin
+
+Batch = dict[str, np.ndarray]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """A tfds set that this code cannot generate is missing from the data dir."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model and the trainer need to know about a data set.
+
+  Attributes:
+    name: tfds name, e.g. ``'cifar10'``.
+    num_classes: number of labels.
+    image_shape: (height, width, channels) of the images a `Source` returns.
+    num_train: examples in the ``train`` split.
+    num_test: examples in the evaluation split (`eval_split`).
+    mean: per-channel mean on the 0..1 scale, to normalise with.
+    std: per-channel standard deviation on the 0..1 scale.
+    class_names: one name per label.
+    eval_split: ``'test'``, or ``'validation'`` for sets without a test split
+      (ImageNet).
+  """
+
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  num_train: int
+  num_test: int
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  class_names: tuple[str, ...]
+  eval_split: str = 'test'
+
+
+def to_rgb(image: np.ndarray, image_size: int | None = None) -> np.ndarray:
+  """Makes one image uint8 RGB, optionally square.
+
+  Args:
+    image: (H, W), (H, W, 1) or (H, W, 3) array.
+    image_size: if given and the image is not already that square size, the
+      shorter side is resized to it (bilinear, antialiased) and the centre
+      square is cropped.
+
+  Returns:
+    uint8 (H', W', 3).
+  """
+  image = np.asarray(image, dtype=np.uint8)
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, axis=-1)
+  height, width = image.shape[:2]
+  if image_size is None or (height, width) == (image_size, image_size):
+    return image
+  scale = image_size / min(height, width)
+  new_w = max(image_size, round(width * scale))
+  new_h = max(image_size, round(height * scale))
+  resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+  top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+  return resized[top:top + image_size, left:left + image_size]
+
+
+class Source:
+  """Random access to (image, label) examples of one split.
+
+  Wraps a tfds data source; `read` returns stacked numpy batches.
+  """
+
+  def __init__(self, tfds_source: Any, image_size: int | None = None):
+    self._source = tfds_source
+    self._image_size = image_size
+    self._batched_reads = hasattr(tfds_source, '__getitems__')
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    example = self._source[int(index)]
+    return {'image': to_rgb(example['image'], self._image_size),
+            'label': int(example['label'])}
+
+  def _raw(self, indices: list[int]) -> list[Mapping[str, Any]]:
+    if self._batched_reads:
+      try:
+        return self._source.__getitems__(indices)  # One call: ~1.5x faster.
+      except TypeError:
+        # tfds.testing.mock_data installs a __getitems__ with a wrong signature.
+        self._batched_reads = False
+    return [self._source[i] for i in indices]
+
+  def read(self, indices: np.ndarray) -> Batch:
+    """Reads the examples at `indices`.
+
+    Args:
+      indices: int array (B,) of example indices, each in [0, len(self)).
+
+    Returns:
+      ``{'image': uint8 (B, h, w, 3), 'label': int32 (B,)}``.
+    """
+    examples = self._raw([int(i) for i in np.asarray(indices).reshape(-1)])
+    images = [to_rgb(ex['image'], self._image_size) for ex in examples]
+    labels = np.array([int(ex['label']) for ex in examples], dtype=np.int32)
+    if not images:
+      raise ValueError('read() needs at least one index.')
+    return {'image': np.stack(images), 'label': labels}
+
+
+def _tfds_source(name: str, split: str, data_dir: str | None) -> Any:
+  return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_mean_std(name: str, data_dir: str | None) -> tuple[tuple[float, ...], ...]:
+  """Per-channel mean and std (0..1 scale) of a built-in set's train split."""
+  source = Source(_tfds_source(name, 'train', data_dir))
+  images = source.read(np.arange(len(source)))['image'].reshape(-1, 3)
+  pixels = images.astype(np.float64) / 255.0
+  return tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist())
+
+
+def _builtin_info(name: str, data_dir: str | None, image_size: int | None) -> DatasetInfo:
+  builder = builtin.prepare(name, data_dir)
+  mean, std = _train_mean_std(name, data_dir)
+  size = image_size or builtin.IMAGE_SIZE
+  names = tuple(builder.info.features['label'].names)
+  return DatasetInfo(
+      name=name, num_classes=len(names), image_shape=(size, size, 3),
+      num_train=builder.info.splits['train'].num_examples,
+      num_test=builder.info.splits['test'].num_examples,
+      mean=mean, std=std, class_names=names)
+
+
+def _not_prepared_message(name: str, data_dir_root: str) -> str:
+  return (
+      f"Data set {name!r} is not prepared (as array_record) in the data dir "
+      f"{data_dir_root!r}. Prepare it once on a machine with TensorFlow and "
+      f"network, then copy the '{name}' folder into that data dir:\n"
+      f"  tfds build {name} --data_dir={data_dir_root} --file_format=array_record\n"
+      f"or in Python:\n"
+      f"  tfds.builder({name!r}, data_dir={data_dir_root!r})"
+      f".download_and_prepare(file_format='array_record')")
+
+
+def _num_examples(builder: Any, name: str, split: str, data_dir: str | None) -> int:
+  try:
+    return builder.info.splits[split].num_examples
+  except KeyError:
+    # tfds.testing.mock_data fakes the records but not the split metadata.
+    return len(_tfds_source(name, split, data_dir))
+
+
+def _tfds_info(
+    builder: Any, name: str, data_dir: str | None, image_size: int | None
+) -> DatasetInfo:
+  features = builder.info.features
+  height, width = features['image'].shape[:2]
+  if image_size is None and (height is None or width is None):
+    raise ValueError(f'{name!r} images vary in size; pass image_size.')
+  splits = builder.info.splits
+  eval_split = 'validation' if 'validation' in splits and 'test' not in splits else 'test'
+  is_cifar10 = name.split(':')[0].split('/')[0] == 'cifar10'
+  names = tuple(features['label'].names)
+  return DatasetInfo(
+      name=name, num_classes=len(names),
+      image_shape=(image_size or height, image_size or width, 3),
+      num_train=_num_examples(builder, name, 'train', data_dir),
+      num_test=_num_examples(builder, name, eval_split, data_dir),
+      mean=CIFAR10_MEAN if is_cifar10 else IMAGENET_MEAN,
+      std=CIFAR10_STD if is_cifar10 else IMAGENET_STD,
+      class_names=names, eval_split=eval_split)
+
+
+def load_source(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+) -> tuple[Source, DatasetInfo]:
+  """Opens one split of a tfds image-classification set for random access.
+
+  Args:
+    name: ``'gpjax_photos'`` or ``'gpjax_digits'`` (built here on first use), or
+      any tfds set with ``image`` and ``label`` features (``'cifar10'``,
+      ``'imagenet2012'``, ...) already prepared as array_record in `data_dir`.
+    split: tfds split, e.g. ``'train'``, ``'test'``, ``'train[:90%]'``.
+    data_dir: tfds data dir; None means ``$TFDS_DATA_DIR`` or
+      ``~/tensorflow_datasets``.
+    image_size: if given, every image is resized and centre-cropped to
+      (image_size, image_size).
+
+  Returns:
+    The source and the set's `DatasetInfo`.
+
+  Raises:
+    ValueError: `name` is no tfds builder.
+    DatasetNotPreparedError: a non-built-in set is missing from `data_dir`.
+  """
+  data_dir = None if data_dir is None else str(data_dir)
+  if name in builtin.BUILTIN_NAMES:
+    info = _builtin_info(name, data_dir, image_size)
+    return Source(_tfds_source(name, split, data_dir), image_size), info
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+        f'Unknown data set {name!r}: it is neither a built-in set '
+        f'{builtin.BUILTIN_NAMES} nor a tensorflow-datasets builder.') from None
+  try:
+    source = _tfds_source(name, split, data_dir)
+  except Exception as e:  # tfds raises assorted types for missing files.
+    if builder.is_prepared():
+      raise
+    raise DatasetNotPreparedError(
+        _not_prepared_message(name, str(builder.data_dir_root))) from e
+  return Source(source, image_size), _tfds_info(builder, name, data_dir, image_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  return np.random.default_rng((seed, epoch)).permutation(num_examples)
+
+
+def batch_indices(
+    step: int, *, num_examples: int, global_batch_size: int, seed: int
+) -> np.ndarray:
+  """The example indices of the global batch at `step`.
+
+  Positions ``step * B ... step * B + B - 1`` of an endless stream made of one
+  fresh permutation per epoch (``default_rng((seed, epoch))``); a batch may
+  cross an epoch boundary, and every example appears once per epoch.
+
+  Args:
+    step: training step, >= 0.
+    num_examples: size of the split.
+    global_batch_size: examples per step over all processes.
+    seed: data-order seed.
+
+  Returns:
+    int64 (global_batch_size,) indices in [0, num_examples).
+  """
+  if step < 0 or num_examples <= 0 or global_batch_size <= 0:
+    raise ValueError(
+        f'Need step >= 0, num_examples > 0 and global_batch_size > 0; got '
+        f'{step}, {num_examples}, {global_batch_size}.')
+  positions = step * global_batch_size + np.arange(global_batch_size, dtype=np.int64)
+  epochs, offsets = np.divmod(positions, num_examples)
+  out = np.empty(global_batch_size, np.int64)
+  for epoch in np.unique(epochs):
+    here = epochs == epoch
+    out[here] = _epoch_permutation(seed, int(epoch), num_examples)[offsets[here]]
+  return out
+
+
+def _local_slice(global_batch_size: int, process_index: int, process_count: int) -> slice:
+  if global_batch_size % process_count:
+    raise ValueError(
+        f'Global batch size {global_batch_size} is not divisible by the '
+        f'process count {process_count}.')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, {process_count}).')
+  local = global_batch_size // process_count
+  return slice(process_index * local, (process_index + 1) * local)
+
+
+def host_batch(
+    source: Source,
+    step: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Batch:
+  """This process's share of the training batch at `step`.
+
+  Args:
+    source: the training split.
+    step: training step.
+    global_batch_size: batch size over all processes; divisible by
+      `process_count`.
+    seed: data-order seed.
+    process_index: this process (``jax.process_index()``).
+    process_count: number of processes (``jax.process_count()``).
+
+  Returns:
+    ``{'image': uint8 (B_local, h, w, 3), 'label': int32 (B_local,)}`` with
+    ``B_local = global_batch_size // process_count``: rows
+    ``[process_index * B_local, (process_index + 1) * B_local)`` of the global
+    batch.
+  """
+  local = _local_slice(global_batch_size, process_index, process_count)
+  indices = batch_indices(
+      step, num_examples=len(source), global_batch_size=global_batch_size, seed=seed)
+  return source.read(indices[local])
+
+
+def prefetch(
+    fn: Callable[[int], Any], start_step: int, num_steps: int | None, buffer: int = 2
+) -> Iterator[Any]:
+  """Yields ``fn(step)`` for consecutive steps, computed ahead on one thread.
+
+  Results come in step order; an exception in `fn` is raised at its step.
+  Closing the generator (``close()``, or leaving a ``contextlib.closing``
+  block) cancels the queued calls and waits for a running one to finish.
+
+  Args:
+    fn: the per-step work, e.g. a `host_batch` partial.
+    start_step: first step.
+    num_steps: how many steps; None for no end.
+    buffer: how many results to keep computed ahead.
+
+  Yields:
+    ``fn(start_step)``, ``fn(start_step + 1)``, ...
+  """
+  if buffer < 1:
+    raise ValueError(f'buffer must be >= 1, got {buffer}.')
+  stop = None if num_steps is None else start_step + num_steps
+  executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='prefetch')
+  pending = collections.deque()
+  next_step = start_step
+  try:
+    while True:
+      while len(pending) < buffer and (stop is None or next_step < stop):
+        pending.append(executor.submit(fn, next_step))
+        next_step += 1
+      if not pending:
+        return
+      yield pending.popleft().result()
+  finally:
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def eval_batches(
+    source: Source, batch_size: int, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[Batch]:
+  """The whole split in order, padded so that every host runs the same steps.
+
+  Global batch ``k`` holds examples ``[k * batch_size, (k + 1) * batch_size)``;
+  positions past the end are zero images with ``mask=False``. Summing a metric
+  times ``mask`` over all batches and hosts counts each example exactly once.
+
+  Args:
+    source: the evaluation split.
+    batch_size: global batch size, divisible by `process_count`.
+    process_index: this process.
+    process_count: number of processes.
+
+  Yields:
+    ``{'image': uint8 (B_local, h, w, 3), 'label': int32 (B_local,),
+    'mask': bool (B_local,)}``; ``ceil(len(source) / batch_size)`` batches.
+  """
+  local = _local_slice(batch_size, process_index, process_count)
+  num_examples = len(source)
+  for start in range(0, num_examples, batch_size):
+    positions = np.arange(start, start + batch_size)[local]
+    mask = positions < num_examples
+    real = source.read(positions[mask]) if mask.any() else None
+    if real is None:
+      # A host whose whole slice is padding still needs the shapes.
+      shape = source[0]['image'].shape
+      real = {'image': np.zeros((0, *shape), np.uint8), 'label': np.zeros(0, np.int32)}
+    pad = int((~mask).sum())
+    yield {
+        'image': np.concatenate(
+            [real['image'], np.zeros((pad, *real['image'].shape[1:]), np.uint8)]),
+        'label': np.concatenate([real['label'], np.zeros(pad, np.int32)]),
+        'mask': mask,
+    }

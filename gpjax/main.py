@@ -1,0 +1,59 @@
+r"""Runs one experiment: ``python -m gpjax.main --config=configs/NAME.py --workdir=DIR``.
+
+Any config field can be overridden, e.g. ``--config.model.padding=reflect``.
+A run resumes from the newest checkpoint in DIR. For multi-host runs pass
+``--distributed`` (on Cloud TPU and SLURM ``jax.distributed`` finds its peers;
+elsewhere also give ``--coordinator_address``, ``--num_processes`` and
+``--process_id``).
+"""
+
+import re
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host).')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
+flags.DEFINE_integer('process_id', None, 'This process (multi-host).')
+config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that turns config mistakes into one clear line."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    message = ' '.join(text.replace('\\n', ' ').split()) or type(e).__name__
+    guess = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+    if isinstance(e, (AttributeError, KeyError)):  # A field name that the config lacks.
+      override = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
+      message = f'unknown config field in {override}'
+      if guess:
+        message += f' ({guess[2]!r}: did you mean {guess[1]!r}?)'
+    sys.exit(f'Bad flag: {message}')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from gpjax.validate import ConfigError, validate
+  try:
+    validate(FLAGS.config)
+  except ConfigError as e:
+    sys.exit(f'Bad config: {e}')
+  import jax
+  if FLAGS.distributed:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  from gpjax import train
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,304 @@
+"""Training and evaluation: one per-device step mapped over the ``data`` mesh axis.
+
+Every random choice of an example (its cell, flip and noise background) is
+drawn from a key folded with the example's global index, and BatchNorm
+statistics and gradients are averaged over the axis, so a run computes the
+same numbers on 1 or N devices and hosts (up to float rounding).
+"""
+
+import functools
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from gpjax import checkpoint, parallel, writers
+from gpjax.data import canvas, input_pipeline
+from gpjax.models import Classifier, random_ordering
+from gpjax.validate import validate
+
+Batch = dict[str, jax.Array]
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 axis_name: str | None = parallel.DATA_AXIS) -> Classifier:
+  m = config.model
+  return Classifier(num_classes=num_classes, backbone=m.backbone, head=m.head, padding=m.padding,
+                    width=m.width, stem=m.stem, permute_layer=m.permute_layer,
+                    bn_axis_name=axis_name, dtype=jnp.dtype(m.dtype))
+
+
+def create_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  if t.optimizer == 'adam':
+    return optax.adam(t.learning_rate, b1=t.b1, b2=t.b2)
+  if t.optimizer == 'adamw':
+    return optax.adamw(t.learning_rate, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay)
+  return optax.chain(optax.add_decayed_weights(t.weight_decay),
+                     optax.sgd(t.learning_rate, momentum=0.9))
+
+
+def num_classes(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo) -> int:
+  return config.data.grid ** 2 if config.task == 'location' else info.num_classes
+
+
+def create_train_state(rng: jax.Array, model: Classifier, tx: optax.GradientTransformation,
+                       canvas_shape: tuple[int, ...]) -> TrainState:
+  """Initialises parameters (float32) for canvases of shape (H, W, C)."""
+  variables = model.init(rng, jnp.zeros((1, *canvas_shape), jnp.float32), train=False)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
+
+
+def make_examples(key: jax.Array, batch: Batch, config: ml_collections.ConfigDict,
+                  info: input_pipeline.DatasetInfo, *, flip: bool) -> tuple[jax.Array, ...]:
+  """Canvases (B, gh, gw, C), labels (B,) and cells (B,) of this device's shard.
+
+  The keys are folded with the examples' global indices (``batch['index']``),
+  so no example's canvas depends on how the batch is split over devices.
+  """
+  keys = jax.vmap(functools.partial(jax.random.fold_in, key))(batch['index'])
+  d = config.data
+  images, cells = canvas.canvas_batch(keys, batch['image'], grid=d.grid, mean=info.mean,
+                                      std=info.std, background=d.background, flip=flip)
+  labels = cells if config.task == 'location' else batch['label']
+  return images, labels, cells
+
+
+def train_step(state: TrainState, batch: Batch, *, model: Classifier,
+               tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+               info: input_pipeline.DatasetInfo) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on this device's shard of the global batch."""
+  key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  images, labels, _ = make_examples(jax.random.fold_in(key, 0), batch, config, info,
+                                    flip=config.data.flip)
+  ordering = None
+  if config.model.head == 'permutenet':  # One fresh ordering per step, shared by the batch.
+    ordering = random_ordering(jax.random.fold_in(key, 1), model.ordering_length())
+
+  def loss_fn(params):
+    (logits, _), updates = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        ordering=ordering, mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    # With check_vma the gradient of replicated params is summed over the axis;
+    # averaging the loss (not the gradients) gives the global-batch gradient.
+    return lax.pmean(loss, parallel.DATA_AXIS), (logits, updates['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), parallel.DATA_AXIS)
+  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state)
+  return new_state, {'loss': loss, 'accuracy': accuracy}
+
+
+def eval_step(state: TrainState, batch: Batch, *, model: Classifier,
+              config: ml_collections.ConfigDict,
+              info: input_pipeline.DatasetInfo) -> dict[str, jax.Array]:
+  """Summed loss/correct/count, overall and per cell, of one evaluation batch.
+
+  Test canvases are fixed by ``config.eval.seed`` and the example index, so
+  every evaluation sees the same canvases.
+  """
+  images, labels, cells = make_examples(jax.random.key(config.eval.seed), batch, config, info,
+                                        flip=False)
+  logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images,
+                          train=False)
+  mask = batch['mask'].astype(jnp.float32)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
+  cell_onehot = jax.nn.one_hot(cells, config.data.grid ** 2) * mask[:, None]
+  sums = {'loss': loss.sum(), 'correct': correct.sum(), 'count': mask.sum(),
+          'cell_correct': correct @ cell_onehot, 'cell_count': cell_onehot.sum(0)}
+  return lax.psum(sums, parallel.DATA_AXIS)
+
+
+def evaluate(p_eval_step, state: TrainState, source, config: ml_collections.ConfigDict,
+             mesh) -> dict[str, Any]:
+  """Test loss, accuracy and per-location accuracy (g*g, row-major) over the split."""
+  totals = None
+  for batch in input_pipeline.eval_batches(source, config.eval.batch_size,
+                                           process_index=jax.process_index(),
+                                           process_count=jax.process_count()):
+    sums = p_eval_step(state, parallel.to_global(mesh, batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  return {'test_loss': float(totals['loss'] / totals['count']),
+          'test_accuracy': float(totals['correct'] / totals['count']),
+          'per_location_accuracy': (totals['cell_correct'] /
+                                    np.maximum(totals['cell_count'], 1)).tolist()}
+
+
+def schedule(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int, int]:
+  """(total steps, steps between evaluations, steps between checkpoints)."""
+  t = config.train
+  steps_per_epoch = max(1, num_train // t.batch_size)
+  total = t.steps if t.steps > 0 else max(1, math.ceil(t.epochs * num_train / t.batch_size))
+  eval_every = t.eval_every or steps_per_epoch
+  return total, eval_every, t.checkpoint_every or eval_every
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains, evaluates and checkpoints in ``workdir``; resumes from its newest
+  checkpoint. Returns the contents of ``results.json``."""
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  lead = jax.process_index() == 0
+  mesh = parallel.make_mesh()
+  t = config.train
+  parallel.check_divisible('config.train.batch_size', t.batch_size, jax.device_count(), 'devices')
+  parallel.check_divisible('config.eval.batch_size', config.eval.batch_size, jax.device_count(),
+                           'devices')
+  data_dir = config.data.data_dir or None
+  image_size = config.data.image_size or None
+  train_src, info = input_pipeline.load_source(config.data.name, 'train', data_dir=data_dir,
+                                               image_size=image_size)
+  test_src, _ = input_pipeline.load_source(config.data.name, info.eval_split, data_dir=data_dir,
+                                           image_size=image_size)
+  h, w, c = info.image_shape
+  canvas_shape = (config.data.grid * h, config.data.grid * w, c)
+  model, tx = create_model(config, num_classes(config, info)), create_optimizer(t)
+  total, eval_every, ckpt_every = schedule(config, info.num_train)
+
+  state = create_train_state(jax.random.key(config.seed), model.clone(bn_axis_name=None), tx,
+                             canvas_shape)
+  state = jax.device_put(state, parallel.replicated(mesh))
+  manager = checkpoint.make_manager(workdir, t.keep_checkpoints)
+  restored = checkpoint.restore_latest(manager, state)
+  start = 0
+  if restored is not None:
+    state, start = restored
+  if lead:
+    writers.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  writer = writers.MetricWriter(workdir, resume_step=start, enabled=lead)
+
+  shard = functools.partial(jax.shard_map, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
+                            out_specs=P())
+  p_train_step = jax.jit(
+      shard(functools.partial(train_step, model=model, tx=tx, config=config, info=info),
+            out_specs=(P(), P())), donate_argnums=0)
+  p_eval_step = jax.jit(shard(functools.partial(eval_step, model=model, config=config, info=info)))
+
+  batches = input_pipeline.prefetch(
+      functools.partial(input_pipeline.host_batch, train_src, global_batch_size=t.batch_size,
+                        seed=config.seed, process_index=jax.process_index(),
+                        process_count=jax.process_count()), start, total)
+  preemption = _Preemption()
+  pending, last_eval, best = [], None, None
+  meta = {'config': config.to_dict()}
+  timer = time.perf_counter()
+  bar = tqdm.tqdm(total=total, initial=start, desc=config.task, disable=not lead,
+                  dynamic_ncols=True)
+  try:
+    for step in range(start + 1, total + 1):
+      if preemption.requested:
+        _flush(pending, writer, bar, timer, t.batch_size)
+        checkpoint.save(manager, step - 1, state, meta)
+        manager.wait_until_finished()
+        print(f'SIGTERM: saved a checkpoint at step {step - 1}; exiting.', flush=True)
+        return {'preempted_at_step': step - 1}
+      state, metrics = p_train_step(state, parallel.to_global(mesh, next(batches)))
+      pending.append((step, metrics))
+      is_eval, is_ckpt = step % eval_every == 0 or step == total, step % ckpt_every == 0
+      if step % t.log_every == 0 or is_eval or is_ckpt or step == total:
+        timer = _flush(pending, writer, bar, timer, t.batch_size)
+      if is_eval:
+        last_eval = evaluate(p_eval_step, state, test_src, config, mesh)
+        last_eval['step'] = step
+        writer.write(step, 'test', last_eval)
+        bar.write(f'step {step}: test accuracy {last_eval["test_accuracy"]:.4f}')
+        if best is None or last_eval['test_accuracy'] > best['test_accuracy']:
+          best = dict(last_eval)
+      if is_ckpt or step == total:
+        checkpoint.save(manager, step, state, meta,
+                        {'test_accuracy': last_eval['test_accuracy']} if is_eval else None)
+  finally:
+    bar.close()
+    preemption.restore()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  if last_eval is None:  # Resumed after the final step: evaluate the restored state.
+    last_eval = evaluate(p_eval_step, state, test_src, config, mesh)
+    last_eval['step'] = total
+  return _write_results(config, workdir, last_eval, best or last_eval, info, lead)
+
+
+def _flush(pending: list, writer: writers.MetricWriter, bar, timer: float,
+           batch_size: int) -> float:
+  """Fetches the pending step metrics, stops on a non-finite loss, logs the mean."""
+  if not pending:
+    return timer
+  steps = [s for s, _ in pending]
+  values = jax.device_get([m for _, m in pending])
+  for s, m in zip(steps, values):
+    if not np.isfinite(m['loss']):
+      raise FloatingPointError(f'Non-finite training loss ({m["loss"]}) at step {s}; stopping. '
+                               'The last checkpoint before it is kept.')
+  now = time.perf_counter()
+  row = {k: float(np.mean([m[k] for m in values])) for k in values[0]}
+  row['images_per_s'] = len(steps) * batch_size / max(now - timer, 1e-9)
+  writer.write(steps[-1], 'train', row)
+  bar.update(steps[-1] - bar.n)
+  bar.set_postfix(loss=f'{row["loss"]:.3f}', acc=f'{row["accuracy"]:.3f}',
+                  img_s=f'{row["images_per_s"]:.0f}')
+  pending.clear()
+  return now
+
+
+def _write_results(config, workdir, final, best, info, lead) -> dict[str, Any]:
+  results = {
+      'config': config.to_dict(),
+      'dataset': info.name,
+      'test_accuracy': final['test_accuracy'],
+      'test_loss': final['test_loss'],
+      'per_location_accuracy': final['per_location_accuracy'],
+      'steps': final['step'],
+      'best_test_accuracy': best['test_accuracy'],
+      'best_step': best['step'],
+      'num_devices': jax.device_count(),
+      'num_processes': jax.process_count(),
+      'device_kind': jax.devices()[0].device_kind,
+      'jax_version': jax.__version__,
+  }
+  if lead:
+    writers.write_json(os.path.join(workdir, 'results.json'), results)
+    m = config.model
+    writers.save_location_heatmap(
+        os.path.join(workdir, 'per_location_accuracy.png'), final['per_location_accuracy'],
+        config.data.grid, f'{config.task}: {m.backbone} {m.head}, padding={m.padding}\n'
+        f'test accuracy {100 * final["test_accuracy"]:.1f}%')
+  return results

@@ -1,0 +1,65 @@
+"""Config validation: one clear line per mistake, before any work starts."""
+
+from typing import Any, Iterable
+
+import ml_collections
+
+from gpjax.data.canvas import BACKGROUNDS
+from gpjax.models.classifier import BACKBONES, HEADS, PERMUTE_LAYERS
+from gpjax.models.padding import PADDINGS
+from gpjax.models.resnet import STEMS
+
+TASKS = ('location', 'semantic')
+DTYPES = ('float32', 'bfloat16')
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
+
+
+class ConfigError(ValueError):
+  """A config field holds a value the code cannot use."""
+
+
+def _one_of(field: str, value: Any, allowed: Iterable[Any]) -> None:
+  allowed = tuple(allowed)
+  if value not in allowed:
+    raise ConfigError(f'config.{field}={value!r} is not allowed; choose one of {allowed}.')
+
+
+def _at_least(field: str, value: Any, low: float, kind: type = int) -> None:
+  if not isinstance(value, kind) or isinstance(value, bool) or value < low:
+    raise ConfigError(f'config.{field}={value!r} is not allowed; it must be a '
+                      f'{kind.__name__} >= {low}.')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field, its value and what is allowed."""
+  _one_of('task', config.task, TASKS)
+  _at_least('seed', config.seed, 0)
+  d, m, t = config.data, config.model, config.train
+  _at_least('data.grid', d.grid, 1)
+  _one_of('data.background', d.background, BACKGROUNDS)
+  _at_least('data.image_size', d.image_size, 0)
+  _one_of('model.backbone', m.backbone, BACKBONES)
+  _one_of('model.padding', m.padding, PADDINGS)
+  _one_of('model.head', m.head, HEADS)
+  _one_of('model.permute_layer', m.permute_layer, PERMUTE_LAYERS)
+  _at_least('model.width', m.width, 1)
+  _one_of('model.stem', m.stem, STEMS)
+  _one_of('model.dtype', m.dtype, DTYPES)
+  _at_least('train.epochs', t.epochs, 0, float)
+  _at_least('train.steps', t.steps, 0)
+  if t.steps == 0 and t.epochs <= 0:
+    raise ConfigError('config.train.steps=0 and config.train.epochs=0: set one of them > 0.')
+  _at_least('train.batch_size', t.batch_size, 1)
+  _one_of('train.optimizer', t.optimizer, OPTIMIZERS)
+  _at_least('train.learning_rate', t.learning_rate, 0.0, float)
+  for name in ('b1', 'b2'):
+    value = t[name]
+    if not 0.0 <= value < 1.0:
+      raise ConfigError(f'config.train.{name}={value!r} is not allowed; it must be in [0, 1).')
+  _at_least('train.weight_decay', t.weight_decay, 0.0, float)
+  _at_least('train.log_every', t.log_every, 1)
+  _at_least('train.eval_every', t.eval_every, 0)
+  _at_least('train.checkpoint_every', t.checkpoint_every, 0)
+  _at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
+  _at_least('eval.batch_size', config.eval.batch_size, 1)
+  _at_least('eval.seed', config.eval.seed, 0)

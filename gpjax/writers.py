@@ -1,0 +1,79 @@
+"""What a run leaves in its workdir: metrics.jsonl, TensorBoard events, figures."""
+
+import json
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class MetricWriter:
+  """Appends one JSON object per row to ``metrics.jsonl`` and mirrors scalars
+  to TensorBoard (tensorboardX: no TensorFlow needed).
+
+  On resume from step s, rows after s (written after that checkpoint by the
+  interrupted run) are dropped, so the file reads as one uninterrupted run.
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
+    from tensorboardX import SummaryWriter  # Imported only on the writing process.
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
+      with open(self.path, 'w') as f:
+        f.writelines(rows)
+    self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {'step': int(step), 'split': split}
+    row.update({k: _jsonable(v) for k, v in scalars.items()})
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+    for k, v in row.items():
+      if k not in ('step', 'split') and np.ndim(v) == 0:
+        self.tb.add_scalar(f'{split}/{k}', v, step)
+
+  def close(self) -> None:
+    if self.enabled:
+      self.tb.close()
+
+
+def _jsonable(value: Any) -> Any:
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else value.tolist()
+
+
+def write_json(path: str, obj: Mapping[str, Any]) -> None:
+  """Writes atomically, so a killed run never leaves half a file."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, default=_jsonable)
+  os.replace(tmp, path)
+
+
+def save_location_heatmap(path: str, per_location: np.ndarray, grid: int, title: str) -> None:
+  """Saves a g x g heatmap of per-cell accuracy as PNG."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  acc = np.asarray(per_location, np.float64).reshape(grid, grid)
+  fig, ax = plt.subplots(figsize=(1.2 * grid + 2, 1.2 * grid + 1.5))
+  im = ax.imshow(acc, vmin=0, vmax=1, cmap='viridis')
+  for (r, c), v in np.ndenumerate(acc):
+    ax.text(c, r, f'{100 * v:.0f}', ha='center', va='center',
+            color='black' if v > 0.5 else 'white')
+  ax.set_xticks(range(grid))
+  ax.set_yticks(range(grid))
+  ax.set_xlabel('column')
+  ax.set_ylabel('row')
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(im, ax=ax, label='test accuracy')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

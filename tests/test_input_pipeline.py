@@ -1,0 +1,242 @@
+"""Tests for gpjax.data.input_pipeline."""
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from sklearn import datasets as sk_datasets
+
+from gpjax.data import builtin
+from gpjax.data import input_pipeline as ip
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp('tfds')
+  for name in builtin.BUILTIN_NAMES:
+    builtin.prepare(name, path)
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def digits_test(data_dir):
+  return ip.load_source('gpjax_digits', 'test', data_dir=data_dir)
+
+
+def _raw(name, split, data_dir):
+  return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+
+
+# --- load_source and DatasetInfo -------------------------------------------------
+
+
+def test_digits_info_mean_std_from_train_split(digits_test, data_dir):
+  _, info = digits_test
+  assert info.name == 'gpjax_digits' and info.num_classes == 10
+  assert (info.num_train, info.num_test) == (1500, 297)
+  assert info.image_shape == (32, 32, 3)
+  assert info.class_names == tuple(str(d) for d in range(10))
+  # Recomputed from sklearn's 8x8 values: 4x4 upsampling keeps mean and std.
+  train = _raw('gpjax_digits', 'train', data_dir)
+  values = sk_datasets.load_digits().images[[ex['index'] for ex in train]]
+  pixels = np.rint(values * 255 / 16) / 255
+  np.testing.assert_allclose(info.mean, [pixels.mean()] * 3, rtol=1e-9)
+  np.testing.assert_allclose(info.std, [pixels.std()] * 3, rtol=1e-9)
+
+
+def test_photos_info(data_dir):
+  source, info = ip.load_source('gpjax_photos', 'train', data_dir=data_dir)
+  assert len(source) == info.num_train == 10_000 and info.num_test == 2_000
+  assert info.class_names == tuple(p[0] for p in builtin.PHOTOS)
+  images = np.stack([ex['image'] for ex in _raw('gpjax_photos', 'train', data_dir)])
+  pixels = images.reshape(-1, 3) / 255
+  np.testing.assert_allclose(info.mean, pixels.mean(0), rtol=1e-9)
+  np.testing.assert_allclose(info.std, pixels.std(0), rtol=1e-9)
+  assert len(set(np.round(info.mean, 4))) == 3  # Colour photos: channels differ.
+
+
+def test_source_read_matches_tfds(digits_test, data_dir):
+  source, _ = digits_test
+  raw = _raw('gpjax_digits', 'test', data_dir)
+  indices = np.array([296, 0, 17, 17])
+  batch = source.read(indices)
+  assert batch['image'].dtype == np.uint8 and batch['label'].dtype == np.int32
+  for row, i in enumerate(indices):
+    np.testing.assert_array_equal(batch['image'][row], raw[int(i)]['image'])
+    assert batch['label'][row] == raw[int(i)]['label']
+  assert source[17]['label'] == raw[17]['label']
+
+
+def test_image_size_resizes(data_dir):
+  source, info = ip.load_source('gpjax_digits', 'test', data_dir=data_dir, image_size=16)
+  assert info.image_shape == (16, 16, 3)
+  image = source.read(np.array([3]))['image'][0]
+  full = _raw('gpjax_digits', 'test', data_dir)[3]['image']
+  assert image.shape == (16, 16, 3)
+  # 4x4 blocks become 2x2 blocks; block centres keep the block's value.
+  np.testing.assert_allclose(image[::2, ::2].astype(int), full[::4, ::4], atol=1)
+
+
+def test_to_rgb_gray_and_centre_crop():
+  gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+  for image in (gray, gray[..., None]):
+    out = ip.to_rgb(image)
+    assert out.shape == (3, 4, 3) and (out == gray[..., None]).all()
+  # A 30x45 picture whose central 30x30 square is 200 and whose sides are 0:
+  # resizing to 20 and cropping the centre keeps only the 200 part.
+  picture = np.zeros((30, 45), np.uint8)
+  picture[:, 7:38] = 200
+  out = ip.to_rgb(picture, 20)
+  assert out.shape == (20, 20, 3)
+  assert (out[:, 1:-1] == 200).all() and out.mean() > 190
+  same = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(ip.to_rgb(same, 20), same)
+
+
+def test_cifar10_under_mock_data(tmp_path):
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    source, info = ip.load_source('cifar10', 'train', data_dir=str(tmp_path))
+    raw = tfds.data_source('cifar10', split='train')
+    batch = ip.host_batch(source, 3, global_batch_size=8, seed=0)
+    indices = ip.batch_indices(3, num_examples=24, global_batch_size=8, seed=0)
+    expected = np.stack([raw[int(i)]['image'] for i in indices])
+    expected_labels = [raw[int(i)]['label'] for i in indices]
+  assert info.mean == (0.4914, 0.4822, 0.4465)
+  assert info.std == (0.2023, 0.1994, 0.2010)
+  assert (info.num_classes, info.num_train, info.num_test) == (10, 24, 24)
+  assert info.image_shape == (32, 32, 3) and len(source) == 24
+  np.testing.assert_array_equal(batch['image'], expected)
+  np.testing.assert_array_equal(batch['label'], expected_labels)
+  assert batch['image'].dtype == np.uint8 and batch['label'].dtype == np.int32
+
+
+def test_missing_prepared_set_says_how_to_prepare(tmp_path, monkeypatch):
+  def no_network(*args, **kwargs):
+    raise OSError('network access during a test')
+  monkeypatch.setattr(socket.socket, 'connect', no_network)
+  monkeypatch.setattr(socket, 'getaddrinfo', no_network)
+  with pytest.raises(ip.DatasetNotPreparedError) as error:
+    ip.load_source('cifar100', 'train', data_dir=str(tmp_path))
+  message = str(error.value)
+  assert "'cifar100'" in message and str(tmp_path) in message
+  assert f'tfds build cifar100 --data_dir={tmp_path} --file_format=array_record' in message
+  assert "download_and_prepare(file_format='array_record')" in message
+
+
+def test_unknown_name(tmp_path):
+  with pytest.raises(ValueError, match="Unknown data set 'not_a_dataset_xyz'"):
+    ip.load_source('not_a_dataset_xyz', 'train', data_dir=str(tmp_path))
+
+
+# --- batching -------------------------------------------------------------------
+
+
+def test_batch_indices_each_example_once_per_epoch():
+  n, b = 10, 4  # 10 steps = 4 epochs; steps 2, 4, 7 straddle an epoch boundary.
+  stream = np.concatenate([
+      ip.batch_indices(s, num_examples=n, global_batch_size=b, seed=7) for s in range(10)])
+  epochs = stream.reshape(4, n)
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(n))
+  assert len({tuple(e) for e in epochs}) == 4  # A fresh order every epoch.
+  assert list(epochs[0]) != list(range(n))  # Shuffled.
+
+
+def test_batch_indices_pure_function_of_step_and_seed():
+  kwargs = dict(num_examples=1000, global_batch_size=64)
+  a = ip.batch_indices(123, seed=1, **kwargs)
+  ip.batch_indices(5, seed=1, **kwargs)
+  np.testing.assert_array_equal(a, ip.batch_indices(123, seed=1, **kwargs))
+  assert not np.array_equal(a, ip.batch_indices(123, seed=2, **kwargs))
+  assert not np.array_equal(a, ip.batch_indices(124, seed=1, **kwargs))
+  # Batch larger than the data: still a run of whole permutations.
+  big = ip.batch_indices(0, num_examples=3, global_batch_size=9, seed=0)
+  assert sorted(big) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  with pytest.raises(ValueError):
+    ip.batch_indices(-1, seed=0, **kwargs)
+
+
+def test_host_slices_concatenate_to_global_batch(digits_test):
+  source, _ = digits_test
+  step, b, seed = 41, 12, 3
+  whole = source.read(ip.batch_indices(step, num_examples=297, global_batch_size=b, seed=seed))
+  parts = [
+      ip.host_batch(source, step, global_batch_size=b, seed=seed,
+                    process_index=p, process_count=4)
+      for p in range(4)
+  ]
+  assert all(part['image'].shape == (3, 32, 32, 3) for part in parts)
+  for key in ('image', 'label'):
+    np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+  single = ip.host_batch(source, step, global_batch_size=b, seed=seed)
+  np.testing.assert_array_equal(single['label'], whole['label'])
+  with pytest.raises(ValueError, match='not divisible'):
+    ip.host_batch(source, 0, global_batch_size=10, seed=0, process_index=0, process_count=4)
+
+
+def test_prefetch_in_order_and_stops_cleanly():
+  calls = []
+  lock = threading.Lock()
+
+  def fn(step):
+    time.sleep(0.01)
+    with lock:
+      calls.append(step)
+    return step * step
+
+  assert list(ip.prefetch(fn, 5, 6, buffer=3)) == [s * s for s in range(5, 11)]
+  assert calls == list(range(5, 11))
+
+  calls.clear()
+  batches = ip.prefetch(fn, 0, None, buffer=2)
+  assert [next(batches) for _ in range(4)] == [0, 1, 4, 9]
+  batches.close()
+  count = len(calls)
+  assert count <= 4 + 2
+  time.sleep(0.1)
+  assert len(calls) == count  # Nothing runs after close().
+  assert not [t for t in threading.enumerate() if t.name.startswith('prefetch')]
+
+
+def test_prefetch_raises_at_failing_step():
+  def fn(step):
+    if step == 2:
+      raise RuntimeError('bad step')
+    return step
+
+  batches = ip.prefetch(fn, 0, 5)
+  assert [next(batches), next(batches)] == [0, 1]
+  with pytest.raises(RuntimeError, match='bad step'):
+    next(batches)
+
+
+# --- evaluation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize('split, batch_size, process_count', [
+    ('test', 12, 1), ('test', 12, 3), ('test[:25]', 48, 3), ('test[:25]', 5, 1),
+])
+def test_eval_batches_cover_each_example_once(data_dir, split, batch_size, process_count):
+  source, _ = ip.load_source('gpjax_digits', split, data_dir=data_dir)
+  n = len(source)
+  per_host = [
+      list(ip.eval_batches(source, batch_size, process_index=p, process_count=process_count))
+      for p in range(process_count)
+  ]
+  num_batches = -(-n // batch_size)
+  assert all(len(batches) == num_batches for batches in per_host)
+  everything = source.read(np.arange(n))
+  images, labels = [], []
+  for k in range(num_batches):
+    for batches in per_host:
+      batch = batches[k]
+      assert batch['image'].shape == (batch_size // process_count, 32, 32, 3)
+      assert batch['mask'].dtype == bool
+      images.append(batch['image'][batch['mask']])
+      labels.append(batch['label'][batch['mask']])
+      assert not batch['image'][~batch['mask']].any()  # Padding is zeros.
+  np.testing.assert_array_equal(np.concatenate(images), everything['image'])
+  np.testing.assert_array_equal(np.concatenate(labels), everything['label'])
