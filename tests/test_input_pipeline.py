@@ -52,9 +52,9 @@ def test_photos_info(data_dir):
   assert len(source) == info.num_train == 10_000 and info.num_test == 2_000
   assert info.class_names == tuple(p[0] for p in builtin.PHOTOS)
   images = np.stack([ex['image'] for ex in _raw('gpjax_photos', 'train', data_dir)])
-  pixels = images.reshape(-1, 3) / 255
-  np.testing.assert_allclose(info.mean, pixels.mean(0), rtol=1e-9)
-  np.testing.assert_allclose(info.std, pixels.std(0), rtol=1e-9)
+  pixels = images.reshape(-1, 3)
+  np.testing.assert_allclose(info.mean, pixels.mean(0, dtype=np.float64) / 255, rtol=1e-9)
+  np.testing.assert_allclose(info.std, pixels.std(0, dtype=np.float64) / 255, rtol=1e-9)
   assert len(set(np.round(info.mean, 4))) == 3  # Colour photos: channels differ.
 
 
@@ -71,13 +71,20 @@ def test_source_read_matches_tfds(digits_test, data_dir):
 
 
 def test_image_size_resizes(data_dir):
-  source, info = ip.load_source('gpjax_digits', 'test', data_dir=data_dir, image_size=16)
-  assert info.image_shape == (16, 16, 3)
-  image = source.read(np.array([3]))['image'][0]
   full = _raw('gpjax_digits', 'test', data_dir)[3]['image']
-  assert image.shape == (16, 16, 3)
-  # 4x4 blocks become 2x2 blocks; block centres keep the block's value.
-  np.testing.assert_allclose(image[::2, ::2].astype(int), full[::4, ::4], atol=1)
+  source, info = ip.load_source('gpjax_digits', 'test', data_dir=data_dir, image_size=64)
+  assert info.image_shape == (64, 64, 3)
+  image = source.read(np.array([3]))['image'][0]
+  assert image.shape == (64, 64, 3)
+  # Each 4x4 block becomes 8x8; bilinear interpolation leaves block interiors
+  # untouched.
+  for dr in (2, 5):
+    for dc in (2, 5):
+      np.testing.assert_array_equal(image[dr::8, dc::8], full[::4, ::4])
+  source, _ = ip.load_source('gpjax_digits', 'test', data_dir=data_dir, image_size=16)
+  small = source.read(np.array([3]))['image'][0]
+  assert small.shape == (16, 16, 3)
+  assert abs(small.mean() - full.mean()) < 1.0  # Antialiased: brightness kept.
 
 
 def test_to_rgb_gray_and_centre_crop():

@@ -1,1 +1,1 @@
-"""Data: built-in tfds sets (`builtin`) and the step-indexed input pipeline (`input_pipeline`)."""
+"""Data: built-in tfds sets (`builtin`) and the step-indexed pipeline (`input_pipeline`)."""
