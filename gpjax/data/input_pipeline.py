@@ -320,15 +320,18 @@ def host_batch(
     process_count: number of processes (``jax.process_count()``).
 
   Returns:
-    ``{'image': uint8 (B_local, h, w, 3), 'label': int32 (B_local,)}`` with
-    ``B_local = global_batch_size // process_count``: rows
+    ``{'image': uint8 (B_local, h, w, 3), 'label': int32 (B_local,),
+    'index': int32 (B_local,)}`` with ``B_local = global_batch_size //
+    process_count``; ``index`` is each row's position in the global batch, rows
     ``[process_index * B_local, (process_index + 1) * B_local)`` of the global
     batch.
   """
   local = _local_slice(global_batch_size, process_index, process_count)
   indices = batch_indices(
       step, num_examples=len(source), global_batch_size=global_batch_size, seed=seed)
-  return source.read(indices[local])
+  batch = source.read(indices[local])
+  batch['index'] = np.arange(local.start, local.stop, dtype=np.int32)
+  return batch
 
 
 def prefetch(
@@ -384,7 +387,8 @@ def eval_batches(
 
   Yields:
     ``{'image': uint8 (B_local, h, w, 3), 'label': int32 (B_local,),
-    'mask': bool (B_local,)}``; ``ceil(len(source) / batch_size)`` batches.
+    'mask': bool (B_local,), 'index': int32 (B_local,)}`` (``index`` = the
+    example's position in the split); ``ceil(len(source) / batch_size)`` batches.
   """
   local = _local_slice(batch_size, process_index, process_count)
   num_examples = len(source)
@@ -394,7 +398,7 @@ def eval_batches(
     mask = positions < num_examples
     batch = {'image': np.zeros((len(positions), *image_shape), np.uint8),
              'label': np.zeros(len(positions), np.int32),
-             'mask': mask}
+             'mask': mask, 'index': positions.astype(np.int32)}
     if mask.any():
       real = source.read(positions[mask])
       batch['image'][mask], batch['label'][mask] = real['image'], real['label']
