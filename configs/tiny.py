@@ -20,5 +20,5 @@ def get_config(task: str = 'location') -> ml_collections.ConfigDict:
   config.train.batch_size = 32
   config.train.log_every = 10
   config.train.eval_every = 30
-  config.eval.batch_size = 250
+  config.eval.batch_size = 200
   return config

@@ -12,6 +12,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -43,6 +44,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:  # Orbax logs every save at INFO.
+    logging.set_verbosity(logging.WARNING)
   from gpjax.validate import ConfigError, validate
   try:
     validate(FLAGS.config)
@@ -52,7 +55,10 @@ def main(argv: list[str]) -> None:
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from gpjax import train
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except ConfigError as e:  # Config checks that need the devices or the data set.
+    sys.exit(f'Bad config: {e}')
 
 
 if __name__ == '__main__':

@@ -30,4 +30,5 @@ def to_global(mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]) -> di
 
 def check_divisible(field: str, size: int, divisor: int, what: str) -> None:
   if size % divisor:
-    raise ValueError(f'{field}={size} must be divisible by the number of {what} ({divisor}).')
+    from gpjax.validate import ConfigError
+    raise ConfigError(f'{field}={size} must be divisible by the number of {what} ({divisor}).')

@@ -245,6 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if is_ckpt or step == total:
         checkpoint.save(manager, step, state, meta,
                         {'test_accuracy': last_eval['test_accuracy']} if is_eval else None)
+      if is_eval or is_ckpt:
+        timer = time.perf_counter()  # Throughput counts training steps only.
   finally:
     bar.close()
     preemption.restore()
