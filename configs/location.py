@@ -17,6 +17,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.job = 'train'  # What gpjax.main runs with this config (see gpjax.main.JOBS).
   config.seed = 0  # Drives init, canvases, flips and orderings: same seed, same numbers.
   config.task = 'location'  # 'location' (label = cell, row-major) or 'semantic' (label = class).
 

@@ -15,6 +15,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gpjax import train
+from gpjax.validate import ConfigError, validate
+
+# What a config's `job` field runs, and the check run on its config first.
+JOBS = {'train': train.train_and_evaluate}
+VALIDATORS = {'train': validate}
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host).')
@@ -46,17 +53,18 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:  # Orbax logs every save at INFO.
     logging.set_verbosity(logging.WARNING)
-  from gpjax.validate import ConfigError, validate
+  if FLAGS.config.job not in JOBS:
+    sys.exit(f'Bad config: config.job={FLAGS.config.job!r} is not allowed; choose one of '
+             f'{tuple(JOBS)}.')
   try:
-    validate(FLAGS.config)
+    VALIDATORS[FLAGS.config.job](FLAGS.config)
   except ConfigError as e:
     sys.exit(f'Bad config: {e}')
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  from gpjax import train
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    JOBS[FLAGS.config.job](FLAGS.config, FLAGS.workdir)
   except ConfigError as e:  # Config checks that need the devices or the data set.
     sys.exit(f'Bad config: {e}')
 
