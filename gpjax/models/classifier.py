@@ -83,23 +83,26 @@ class Classifier(nn.Module):
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
 
-  def make_backbone(self, name: str | None = 'backbone') -> nn.Module:
+  def make_backbone(self, detached: bool = False) -> nn.Module:
+    """The backbone submodule, or (``detached``) a parentless copy to query."""
     _choice('backbone', self.backbone, BACKBONES)
     check_padding(self.padding)
     kwargs = dict(width=self.width, padding=self.padding, bn_axis_name=self.bn_axis_name,
                   dtype=self.dtype)
     if self.backbone.startswith('resnet'):
       kwargs['stem'] = self.stem
-    return BACKBONES[self.backbone](**kwargs, name=name)
+    if detached:
+      return BACKBONES[self.backbone](**kwargs, parent=None)
+    return BACKBONES[self.backbone](**kwargs, name='backbone')
 
   def ordering_length(self) -> int:
     """Channels at ``permute_layer``: the length an ordering must have."""
-    channels = self.make_backbone(name=None).stage_channels
+    channels = self.make_backbone(detached=True).stage_channels
     return channels[self.permute_layer - 1] if self.permute_layer < 5 else channels[4]
 
   def check(self) -> None:
     """Validates the attributes; raises ValueError naming the bad one."""
-    self.make_backbone(name=None)
+    self.make_backbone(detached=True)
     _choice('head', self.head, HEADS)
     _choice('permute_layer', self.permute_layer, PERMUTE_LAYERS)
     if self.num_classes < 1:
