@@ -16,11 +16,12 @@ from absl import logging
 from ml_collections import config_flags
 
 from gpjax import train
+from gpjax.probes import permutation
 from gpjax.validate import ConfigError, validate
 
 # What a config's `job` field runs, and the check run on its config first.
-JOBS = {'train': train.train_and_evaluate}
-VALIDATORS = {'train': validate}
+JOBS = {'train': train.train_and_evaluate, 'permutation_probe': permutation.run}
+VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_config}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')

@@ -1,0 +1,293 @@
+"""Channel-permutation probes: values against per-ordering loops, chunking, errors, the job."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import permutation_probe, tiny
+from gpjax import main, train
+from gpjax.models import Classifier
+from gpjax.probes import permutation as pm
+from gpjax.validate import ConfigError
+
+GRID, SIZE, N, K = 2, 32, 10, 5  # 2x2 canvases of 32x32 pixels, 10 images, 5 orderings.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _variables(model, seed=0):
+  """Random parameters and BatchNorm statistics drawn on the host (no init compile)."""
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                          jnp.zeros((1, SIZE, SIZE, 3)))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name, shape = path[-1].key, leaf.shape
+    if name == 'kernel':
+      return rng.normal(0, np.sqrt(1 / np.prod(shape[:-1])), shape).astype(np.float32)
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return rng.normal(0, 0.2, shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def _model(head='linear', backbone='resnet18', layer=5):
+  return Classifier(num_classes=GRID * GRID, backbone=backbone, head=head, width=4,
+                    permute_layer=layer)
+
+
+@functools.cache
+def _apply(model):
+  return jax.jit(lambda v, x, p: model.apply(v, x, train=False, ordering=p)[0])
+
+
+def _data(model, variables, seed=0):
+  """Images, cells and labels where half the labels are the model's own prediction,
+  so that accuracies differ between orderings."""
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=(N, SIZE, SIZE, 3)).astype(np.float32)
+  cells = rng.integers(0, GRID * GRID, N).astype(np.int32)
+  predicted = np.asarray(model.apply(variables, images, train=False)[0]).argmax(-1)
+  labels = np.where(np.arange(N) % 2 == 0, predicted, rng.integers(0, GRID * GRID, N))
+  return images, labels.astype(np.int32), cells
+
+
+def _loop(model, variables, images, orderings, layer):
+  """The official way: one full forward pass per ordering. Returns (K, N, k) logits."""
+  apply = _apply(model.clone(permute_layer=layer))
+  return np.stack([np.asarray(apply(variables, images, jnp.asarray(p))) for p in orderings])
+
+
+def _accuracies(logits, labels, cells):
+  hits = logits.argmax(-1) == labels
+  per_cell = np.stack([hits[:, cells == c].mean(1) if (cells == c).any() else np.zeros(len(hits))
+                       for c in range(GRID * GRID)], 1)
+  return hits.mean(1), per_cell
+
+
+@pytest.fixture(scope='module')
+def linear():
+  model = _model()
+  variables = _variables(model)
+  return model, variables, *_data(model, variables)
+
+
+def test_random_orderings():
+  rows = pm.random_orderings(3, 6, 16)
+  assert rows.dtype == np.int32 and rows.shape == (6, 16)
+  np.testing.assert_array_equal(rows[0], np.arange(16))
+  np.testing.assert_array_equal(np.sort(rows, 1), np.tile(np.arange(16), (6, 1)))
+  assert len({tuple(r) for r in rows}) == 6
+  np.testing.assert_array_equal(pm.random_orderings(3, 3, 16), rows[:3])  # Prefix-stable.
+  assert not np.array_equal(pm.random_orderings(4, 6, 16), rows)
+
+
+@pytest.mark.parametrize('layer', [5, 2])
+def test_identity_equals_plain_evaluation(linear, layer):
+  model, variables, images, labels, cells = linear
+  logits = np.asarray(model.apply(variables, images, train=False)[0])  # No ordering at all.
+  accuracy, per_cell = _accuracies(logits[None], labels, cells)
+  orderings = pm.random_orderings(0, 3, pm.probe_model(model, layer).ordering_length())
+  result = pm.probe(model, variables, images, labels, cells, orderings, layer=layer,
+                    num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
+  assert 0.5 <= result['accuracy_identity'] < 1
+  assert result['accuracy_identity'] == accuracy[0]
+  np.testing.assert_array_equal(result['per_location_accuracy_identity'], per_cell[0])
+  assert result['num_images'] == N
+
+
+def test_layer5_equals_permuted_dense_kernel(linear):
+  model, variables, images, labels, cells = linear
+  orderings = pm.random_orderings(1, K, 32)  # width 4: stage 4 has 32 channels.
+  expected = []
+  for p in orderings:
+    permuted = jax.tree.map(lambda x: x, variables)
+    permuted['params']['head'] = dict(variables['params']['head'],
+                                      kernel=variables['params']['head']['kernel'][np.argsort(p)])
+    expected.append(np.asarray(model.apply(permuted, images, train=False)[0]))
+  expected = np.stack(expected)
+  logits = pm.probe_logits(model, variables, images, orderings, layer=5, ordering_chunk=2,
+                           image_chunk=4)
+  np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(logits, _loop(model, variables, images, orderings, 5), atol=1e-5)
+  result = pm.probe(model, variables, images, labels, cells, orderings, layer=5,
+                    num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
+  accuracy, per_cell = _accuracies(expected, labels, cells)
+  np.testing.assert_array_equal(result['accuracy_per_ordering'], accuracy)
+  np.testing.assert_array_equal(result['per_location_accuracy_per_ordering'], per_cell)
+  assert len(set(result['accuracy_per_ordering'])) > 1  # The orderings do matter.
+  others = accuracy[1:]
+  assert result['summary'] == pytest.approx({'num_orderings': K - 1, 'mean': others.mean(),
+                                             'std': others.std(), 'min': others.min(),
+                                             'max': others.max()})
+
+
+@pytest.mark.parametrize('backbone,layer', [('resnet18', 1), ('resnet18', 2), ('resnet18', 3),
+                                            ('resnet18', 4), ('vgg11', 2)])
+def test_layers_1_to_4_match_per_ordering_loop(backbone, layer):
+  model = _model('gapnet', backbone)
+  variables = _variables(model, seed=layer)
+  images, labels, cells = _data(model, variables, seed=layer)
+  orderings = pm.random_orderings(layer, K, pm.probe_model(model, layer).ordering_length())
+  expected = _loop(model, variables, images, orderings, layer)
+  logits = pm.probe_logits(model, variables, images, orderings, layer=layer, ordering_chunk=2,
+                           image_chunk=4)
+  np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)
+  result = pm.probe(model, variables, images, labels, cells, orderings, layer=layer,
+                    num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
+  accuracy, per_cell = _accuracies(expected, labels, cells)
+  np.testing.assert_array_equal(result['accuracy_per_ordering'], accuracy)
+  np.testing.assert_array_equal(result['per_location_accuracy_per_ordering'], per_cell)
+
+
+@pytest.mark.parametrize('layer', [5, 3])
+def test_chunk_sizes_do_not_change_results(linear, layer):
+  model, variables, images, labels, cells = linear
+  orderings = pm.random_orderings(2, K, pm.probe_model(model, layer).ordering_length())
+  results = [pm.probe(model, variables, images, labels, cells, orderings, layer=layer,
+                      num_cells=GRID * GRID, ordering_chunk=oc, image_chunk=ic)
+             for oc, ic in [(1, 1), (2, 3), (K, N)]]
+  for r in results[1:]:
+    assert r == results[0]
+
+
+def test_bad_inputs_give_clear_errors(linear):
+  model, variables, images, labels, cells = linear
+  run = functools.partial(pm.probe, model, variables, images, labels, cells, layer=5,
+                          num_cells=GRID * GRID)
+  good = pm.random_orderings(0, 3, 32)
+  swapped = good.copy()
+  swapped[2, 0] = swapped[2, 1]
+  with pytest.raises(ValueError, match=r'orderings row 2 is not a permutation of 0..31'):
+    run(swapped)
+  with pytest.raises(ValueError, match=r'shape \(3, 16\); expected \(K, 32\)'):
+    run(good[:, :16])
+  with pytest.raises(ValueError, match='row 0 must be the identity'):
+    run(good[::-1])
+  with pytest.raises(ValueError, match=r'layer=6 is not supported; choose one of \(1, 2, 3, 4,'):
+    run(good, layer=6)
+  with pytest.raises(ValueError, match="a GAPNet has no Dense: its pooled vector IS the logits"):
+    pm.probe(_model('gapnet'), variables, images, labels, cells, good, layer=5, num_cells=4)
+  with pytest.raises(ValueError, match='num_orderings=0 must be >= 1'):
+    pm.random_orderings(0, 0, 16)
+
+
+def _write_workdir(path, head):
+  os.makedirs(os.path.join(path, 'checkpoints'))
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    json.dump(tiny.get_config().to_dict() | {'model': {'head': head}}, f)
+
+
+def _probe_config(source, **fields):
+  config = permutation_probe.get_config()
+  config.probe.source_workdir = str(source)
+  for name, value in fields.items():
+    config.probe[name] = value
+  return config
+
+
+def test_config_validation(tmp_path):
+  _write_workdir(tmp_path / 'gapnet', 'gapnet')
+  _write_workdir(tmp_path / 'linear', 'linear')
+  os.makedirs(tmp_path / 'empty')
+  validate = main.VALIDATORS['permutation_probe']
+  validate(_probe_config(tmp_path / 'linear'))
+  validate(_probe_config(tmp_path / 'gapnet', layer=3))
+  cases = [
+      (_probe_config(''), 'config.probe.source_workdir is empty'),
+      (_probe_config(tmp_path / 'missing'), 'missing\' does not exist'),
+      (_probe_config(tmp_path / 'empty'), 'holds no config.json'),
+      (_probe_config(tmp_path / 'gapnet'), 'is a GAPNet, whose pooled vector is its logits'),
+      (_probe_config(tmp_path / 'linear', layer=0), r'config.probe.layer=0 is not allowed'),
+      (_probe_config(tmp_path / 'linear', num_orderings=0), 'config.probe.num_orderings=0'),
+      (_probe_config(tmp_path / 'linear', ordering_chunk=0), 'config.probe.ordering_chunk=0'),
+      (_probe_config(tmp_path / 'linear', dtype='float16'), "config.probe.dtype='float16'"),
+  ]
+  for config, message in cases:
+    with pytest.raises(ConfigError, match=message):
+      validate(config)
+
+
+def test_command_line_reports_bad_config_in_one_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'gpjax.main', '--config=configs/permutation_probe.py',
+       f'--workdir={tmp_path}/out', f'--config.probe.source_workdir={tmp_path}/missing'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"Bad config: config.probe.source_workdir='{tmp_path}/missing' does not exist.")
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny PermuteNet trained for 2 steps; its test accuracy is train.evaluate's."""
+  workdir = tmp_path_factory.mktemp('trained')
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
+    config.model.head = 'permutenet'
+    config.model.width = 4
+    config.train.steps = 2
+    config.train.batch_size = 8
+    config.train.log_every = 1
+    config.train.eval_every = 2
+    config.eval.batch_size = 500
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def test_job_end_to_end(trained, tmp_path):
+  config = _probe_config(trained, layer=5, num_orderings=6, batch_size=700, image_chunk=256)
+  main.VALIDATORS[config.job](config)
+  results = main.JOBS[config.job](config, str(tmp_path))
+  with open(tmp_path / 'results.json') as f:
+    saved = json.load(f)
+  assert saved['accuracy_identity'] == results['accuracy_identity']
+  # Same checkpoint, same test canvases (eval.seed) as the training run's final evaluation.
+  with open(trained / 'results.json') as f:
+    source = json.load(f)
+  assert saved['accuracy_identity'] == pytest.approx(source['test_accuracy'], abs=1e-6)
+  np.testing.assert_allclose(saved['per_location_accuracy_identity'],
+                             source['per_location_accuracy'], atol=1e-6)
+  assert saved['num_images'] == 2000 and saved['layer'] == 5 and saved['num_orderings'] == 6
+  assert len(saved['accuracy_per_ordering']) == 6 and saved['summary']['num_orderings'] == 5
+  assert saved['source_config']['model']['head'] == 'permutenet'
+  assert saved['chance'] == 0.25
+  with open(tmp_path / 'accuracy_histogram.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_sharded_over_two_devices_matches_one(tmp_path):
+  """Images split over 2 (simulated CPU) devices, N odd, give the 1-device counts."""
+  script = textwrap.dedent(f"""
+      import jax, numpy as np
+      from gpjax.models import Classifier
+      from gpjax.probes import permutation as pm
+      from tests.test_permutation import _data, _model, _variables
+      assert jax.device_count() == 2
+      model = _model()
+      variables = _variables(model)
+      images, labels, cells = (a[:{N - 1}] for a in _data(model, variables))
+      orderings = pm.random_orderings(0, 3, 8)
+      def run(devices):
+        mesh = jax.make_mesh((devices,), ('data',), devices=jax.devices()[:devices],
+                             axis_types=(jax.sharding.AxisType.Explicit,))
+        return pm.probe(model, variables, images, labels, cells, orderings, layer=3,
+                        num_cells=4, ordering_chunk=2, image_chunk=3, mesh=mesh)
+      one, two = run(1), run(2)
+      assert one == two and one['num_images'] == {N - 1}, (one, two)
+      print('OK')
+      """)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  out = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip().endswith('OK'), out.stderr[-2000:]
