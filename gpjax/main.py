@@ -15,13 +15,15 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import train
+from gpjax import study, train
 from gpjax.probes import permutation
 from gpjax.validate import ConfigError, validate
 
 # What a config's `job` field runs, and the check run on its config first.
-JOBS = {'train': train.train_and_evaluate, 'permutation_probe': permutation.run}
-VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_config}
+JOBS = {'train': train.train_and_evaluate, 'permutation_probe': permutation.run,
+        'study': study.run_study}
+VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_config,
+              'study': study.validate_study}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')

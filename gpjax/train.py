@@ -226,7 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for step in range(start + 1, total + 1):
       if preemption.requested:
         _flush(pending, writer, bar, timer, t.batch_size)
-        checkpoint.save(manager, step - 1, state, meta)
+        if step - 1 not in manager.all_steps():  # Orbax refuses to save a step twice.
+          _check_finite(state, step - 1)
+          checkpoint.save(manager, step - 1, state, meta)
         manager.wait_until_finished()
         print(f'SIGTERM: saved a checkpoint at step {step - 1}; exiting.', flush=True)
         return {'preempted_at_step': step - 1}
@@ -243,6 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if best is None or last_eval['test_accuracy'] > best['test_accuracy']:
           best = dict(last_eval)
       if is_ckpt or step == total:
+        _check_finite(state, step)
         checkpoint.save(manager, step, state, meta,
                         {'test_accuracy': last_eval['test_accuracy']} if is_eval else None)
       if is_eval or is_ckpt:
@@ -257,6 +260,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     last_eval = evaluate(p_eval_step, state, test_src, config, mesh)
     last_eval['step'] = total
   return _write_results(config, workdir, last_eval, best or last_eval, info, lead)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite(state: TrainState, step: int) -> None:
+  """Refuses to checkpoint a state that step `step` made non-finite (its loss,
+  computed before the update, can still be finite), so resuming never starts from it."""
+  if not bool(_all_finite((state.params, state.batch_stats))):
+    raise FloatingPointError(f'Non-finite parameters after step {step}; stopping. '
+                             'The last checkpoint before it is kept.')
 
 
 def _flush(pending: list, writer: writers.MetricWriter, bar, timer: float,
@@ -285,6 +301,7 @@ def _write_results(config, workdir, final, best, info, lead) -> dict[str, Any]:
   results = {
       'config': config.to_dict(),
       'dataset': info.name,
+      'num_classes': num_classes(config, info),
       'test_accuracy': final['test_accuracy'],
       'test_loss': final['test_loss'],
       'per_location_accuracy': final['per_location_accuracy'],

@@ -49,6 +49,11 @@ def _jsonable(value: Any) -> Any:
   return value.item() if value.ndim == 0 else value.tolist()
 
 
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
 def write_json(path: str, obj: Mapping[str, Any]) -> None:
   """Writes atomically, so a killed run never leaves half a file."""
   tmp = path + '.tmp'

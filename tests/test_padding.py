@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpjax.models.padding import PADDINGS, PaddedConv, check_padding, partial_conv_scale, resize_growth
+from gpjax.models.padding import (PADDINGS, PaddedConv, check_padding, partial_conv_scale,
+                                  resize_growth)
 
 _JNP_MODES = {'reflect': 'reflect', 'circular': 'wrap', 'replicate': 'edge'}
 _ATOL = 3e-5
@@ -26,9 +27,12 @@ def _run(padding, x, kernel, bias=None, stride=1, dilation=1):
   params['conv']['kernel'] = kernel
   if bias is not None:
     # Partial conv adds its bias after rescaling, so it lives outside the conv (not for 1x1).
-    holder = params if 'bias' in params else params['conv']
-    assert holder['bias'].shape == bias.shape
-    holder['bias'] = bias
+    # Every bias found is set, so that a second one (a bug) would show.
+    holders = [h for h in (params, params['conv']) if 'bias' in h]
+    assert holders
+    for holder in holders:
+      assert holder['bias'].shape == bias.shape
+      holder['bias'] = bias
   return np.asarray(conv.apply({'params': params}, x))
 
 
@@ -89,7 +93,8 @@ def test_zero_is_not_flax_same_for_stride2_on_even_sizes():
   np.testing.assert_allclose(y, _lax_conv(x, kernel, 2, padding=((1, 1), (1, 1))), atol=_ATOL)
 
 
-@pytest.mark.parametrize('k,stride,h,w', [(3, 1, 8, 11), (3, 2, 8, 8), (3, 2, 9, 7), (7, 2, 12, 10)])
+@pytest.mark.parametrize('k,stride,h,w',
+                         [(3, 1, 8, 11), (3, 2, 8, 8), (3, 2, 9, 7), (7, 2, 12, 10)])
 def test_none_is_bilinear_resize_then_valid_conv(k, stride, h, w):
   x, kernel, bias = _rand(8, (2, h, w, 3)), _rand(9, (k, k, 3, 4)), _rand(10, (4,))
   y = _run('none', x, kernel, bias, stride=stride)
@@ -166,6 +171,8 @@ def test_zero_differs_from_other_modes_at_the_border_only(other):
 
 
 def test_none_differs_everywhere():
+  """'none' resizes H x W to (H+2) x (W+2) before a VALID conv: every output is computed from
+  interpolated pixels, so it differs from zero padding in the interior as well as the border."""
   x, kernel = _rand(19, (1, 9, 10, 3)), _rand(20, (3, 3, 3, 2))
   diff = np.abs(_run('zero', x, kernel) - _run('none', x, kernel))[0].max(-1)
   assert diff[~_border_mask(diff.shape)].min() > 1e-4
@@ -175,7 +182,8 @@ def test_none_differs_everywhere():
 def test_constant_input_flat_output(stride):
   """On a constant image circular/reflect/replicate padding and 'none' (a resize keeps a
   constant) leave no trace of the border; zero padding does. Partial conv is flat only for a
-  uniform kernel (it rescales the in-image part of the kernel sum), see test_partial_on_ones_is_flat.
+  uniform kernel (it rescales the in-image part of the kernel sum): see
+  test_partial_on_ones_is_flat.
   """
   x, kernel = np.full((1, 8, 8, 2), 0.7, np.float32), _rand(21, (3, 3, 2, 3))
   flat = 0.7 * kernel.sum((0, 1, 2))

@@ -4,6 +4,7 @@ Built on the device (jit/vmap, no Python loop per sample). The label of a
 location task is the cell index, row-major: ``row * g + col``.
 """
 
+import numbers
 from typing import Sequence
 
 import jax
@@ -13,7 +14,7 @@ BACKGROUNDS = ('zero', 'black', 'white', 'noise')
 
 
 def check_grid(grid: int) -> int:
-  if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1:
+  if not isinstance(grid, numbers.Integral) or isinstance(grid, bool) or grid < 1:
     raise ValueError(f'grid={grid!r} must be an integer >= 1 (cells per side).')
   return grid
 
