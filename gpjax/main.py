@@ -15,8 +15,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import study, train
-from gpjax.probes import permutation
+from gpjax import segment, segment_study, study, train
+from gpjax.probes import attack, invariance, permutation, ranking
 from gpjax.validate import ConfigError, validate
 
 # What a config's `job` field runs, and the check run on its config first.
@@ -24,6 +24,12 @@ JOBS = {'train': train.train_and_evaluate, 'permutation_probe': permutation.run,
         'study': study.run_study}
 VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_config,
               'study': study.validate_study}
+JOBS.update(invariance=invariance.run, augshift_study=invariance.run_study)
+VALIDATORS.update(invariance=invariance.validate_config, augshift_study=invariance.validate_study)
+JOBS.update(segment=segment.train_and_evaluate, rank=ranking.run, attack=attack.run,
+            segment_study=segment_study.run_study)
+VALIDATORS.update(segment=segment.validate_config, rank=attack.validate_config,
+                  attack=attack.validate_config, segment_study=segment_study.validate_study)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
