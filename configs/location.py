@@ -56,5 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 500  # Global evaluation batch.
   config.eval.seed = 1  # Fixes the test canvases (cells, noise), identical at every evaluation.
 
+  config.augshift = ml_collections.ConfigDict()  # AugShift training (configs/augshift.py).
+  config.augshift.enabled = False  # Two shifted copies per image, CE + CE + weight * MSE(z1, z2).
+  config.augshift.weight = 0.0  # lambda on MSE(z1, z2), z = GAP latent; 0 = two-copy baseline.
+  config.augshift.placement = 'pixel'  # Copies at random pixel offsets ('pixel') or cells ('cell').
+  config.augshift.max_shift = 0  # 'pixel': max per-axis distance of copy 2 from copy 1; 0 = any.
+
   config.lock()
   return config

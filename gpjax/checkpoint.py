@@ -31,6 +31,12 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any],
          metrics: dict[str, float] | None = None) -> None:
+  """Saves ``state`` at ``step``, replacing a checkpoint already there: after a
+  resume, the only such one is a newer checkpoint that `restore_latest` skipped
+  as unreadable (Orbax refuses to save a step twice)."""
+  if step in manager.all_steps():
+    manager.wait_until_finished()
+    manager.delete(step)
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              meta=ocp.args.JsonSave(meta)),
                metrics=metrics, force=True)
@@ -62,9 +68,17 @@ def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'workdir {workdir!r} holds no checkpoints/ folder; train a model '
                             'there first.')
-  with ocp.CheckpointManager(directory, item_names=('state', 'meta')) as manager:
+  handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
+  with ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                             item_handlers=handlers) as manager:
     step = manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'{directory} holds no complete checkpoint.')
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return restored['state']
+    # Onto one local device: without a target Orbax reuses the saved shardings
+    # and refuses a checkpoint written on other devices (e.g. 8 of them).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            manager.item_metadata(step)['state'])
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))
+  return jax.device_get(restored['state'])

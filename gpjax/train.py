@@ -86,6 +86,8 @@ def train_step(state: TrainState, batch: Batch, *, model: Classifier,
                tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                info: input_pipeline.DatasetInfo) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step on this device's shard of the global batch."""
+  if config.augshift.enabled:  # Two shifted copies per image: a path of its own.
+    return augshift_step(state, batch, model=model, tx=tx, config=config, info=info)
   key = jax.random.fold_in(jax.random.key(config.seed), state.step)
   images, labels, _ = make_examples(jax.random.fold_in(key, 0), batch, config, info,
                                     flip=config.data.flip)
@@ -109,6 +111,79 @@ def train_step(state: TrainState, batch: Batch, *, model: Classifier,
   new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state)
   return new_state, {'loss': loss, 'accuracy': accuracy}
+
+
+def augshift_loss(logits_a: jax.Array, logits_b: jax.Array, latent_a: jax.Array,
+                  latent_b: jax.Array, labels: jax.Array,
+                  weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """AugShift: CE(y1) + CE(y2) + weight * MSE(z1, z2) of one device's pairs.
+
+  Args:
+    logits_a, logits_b: (B, k) logits of the two shifted copies.
+    latent_a, latent_b: (B, C) their GAP latents (``features['pooled']``).
+    labels: (B,) int classes.
+    weight: lambda.
+
+  Returns:
+    The loss and its parts: ``ce`` = CE(y1) + CE(y2), each a batch mean, and
+    ``latent_mse`` = mean over batch and channels of (z1 - z2)^2 (PyTorch's
+    ``MSELoss``). The MSE pulls both latents (no stop-gradient); the CE
+    terms keep them from collapsing.
+  """
+  def ce(logits):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  ce_sum = ce(logits_a) + ce(logits_b)
+  mse = jnp.mean(jnp.square(latent_a - latent_b))
+  return ce_sum + weight * mse, {'ce': ce_sum, 'latent_mse': mse}
+
+
+def make_shifted_pairs(key: jax.Array, batch: Batch, config: ml_collections.ConfigDict,
+                       info: input_pipeline.DatasetInfo, *,
+                       flip: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """AugShift's two canvases of each example, (B, gh, gw, C) each, and the labels (B,):
+  keyed by the global index as in `make_examples`; only the source's position differs."""
+  keys = jax.vmap(functools.partial(jax.random.fold_in, key))(batch['index'])
+  d, a = config.data, config.augshift
+  images_a, images_b, _, _ = canvas.shifted_pair_batch(
+      keys, batch['image'], grid=d.grid, mean=info.mean, std=info.std, background=d.background,
+      flip=flip, placement=a.placement, max_shift=a.max_shift)
+  return images_a, images_b, batch['label']
+
+
+def augshift_step(state: TrainState, batch: Batch, *, model: Classifier,
+                  tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                  info: input_pipeline.DatasetInfo) -> tuple[TrainState, dict[str, jax.Array]]:
+  """`train_step` with ``config.augshift.enabled``: both copies go through the
+  network as one batch of 2B (BatchNorm statistics over both), `augshift_loss`."""
+  key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  images_a, images_b, labels = make_shifted_pairs(jax.random.fold_in(key, 0), batch, config,
+                                                  info, flip=config.data.flip)
+  ordering = None
+  if config.model.head == 'permutenet':  # One ordering per step, shared by both copies.
+    ordering = random_ordering(jax.random.fold_in(key, 1), model.ordering_length())
+  n = labels.shape[0]
+
+  def loss_fn(params):
+    (logits, feats), updates = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats},
+        jnp.concatenate([images_a, images_b]), train=True, ordering=ordering,
+        mutable=['batch_stats'])
+    z = feats['pooled']
+    loss, parts = augshift_loss(logits[:n], logits[n:], z[:n], z[n:], labels,
+                                config.augshift.weight)
+    return lax.pmean(loss, parallel.DATA_AXIS), (logits, parts, updates['batch_stats'])
+
+  (loss, (logits, parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  correct = jnp.argmax(logits, -1) == jnp.concatenate([labels, labels])
+  metrics = {'loss': loss, 'accuracy': jnp.mean(correct), **parts}
+  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state)
+  return new_state, {k: v if k == 'loss' else lax.pmean(v, parallel.DATA_AXIS)
+                     for k, v in metrics.items()}
 
 
 def eval_step(state: TrainState, batch: Batch, *, model: Classifier,

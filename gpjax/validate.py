@@ -4,7 +4,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from gpjax.data.canvas import BACKGROUNDS
+from gpjax.data.canvas import BACKGROUNDS, PLACEMENTS
 from gpjax.models.classifier import BACKBONES, HEADS, PERMUTE_LAYERS
 from gpjax.models.padding import PADDINGS
 from gpjax.models.resnet import STEMS
@@ -63,3 +63,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
   _at_least('eval.batch_size', config.eval.batch_size, 1)
   _at_least('eval.seed', config.eval.seed, 0)
+  validate_augshift(config)
+
+
+def validate_augshift(config: ml_collections.ConfigDict) -> None:
+  """The ``augshift`` section: AugShift needs a label that does not move with the image."""
+  a = config.augshift
+  if not isinstance(a.enabled, bool):
+    raise ConfigError(f'config.augshift.enabled={a.enabled!r} is not allowed; it must be a bool.')
+  _at_least('augshift.weight', a.weight, 0.0, float)
+  _one_of('augshift.placement', a.placement, PLACEMENTS)
+  _at_least('augshift.max_shift', a.max_shift, 0)
+  if a.placement == 'cell' and a.max_shift:
+    raise ConfigError(f'config.augshift.max_shift={a.max_shift!r} needs '
+                      "config.augshift.placement='pixel': cell placements are whole cells apart.")
+  if a.enabled and config.task == 'location':
+    raise ConfigError("config.augshift.enabled=True with config.task='location': AugShift "
+                      'trains the two shifted copies of an image to give the same output, but '
+                      "a location label changes with the shift. Use config.task='semantic'.")

@@ -1,0 +1,248 @@
+"""Interrupted runs: kill -9 and SIGTERM in the middle of ``python -m gpjax.main``,
+a corrupted newest checkpoint, SIGTERM right after a checkpoint. Every resumed run
+must end with the parameters of an uninterrupted one (CPU, fixed seed)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from gpjax import checkpoint
+from gpjax.data import builtin
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# configs/micro.py, shortened: 20 steps, checkpoints every 5, one evaluation at the
+# end, a train row every step (so that an interrupted run leaves rows after its checkpoint).
+OVERRIDES = {'train.steps': 20, 'train.eval_every': 20, 'train.checkpoint_every': 5,
+             'train.log_every': 1}
+TIMEOUT = 240  # Seconds for one run; one takes 10-30 s here.
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.getbasetemp() / 'e2e_tfds'  # Shared with the other e2e files.
+  builtin.prepare('gpjax_photos', path)
+  return str(path)
+
+
+@pytest.fixture(scope='session')
+def env(tmp_path_factory):
+  """Environment of the runs: CPU; XLA's optimisations as in this pytest process
+  (conftest.py turns them off; test_distributed.py compares subprocess and
+  in-process runs); and a persistent compilation cache shared by the session's
+  subprocesses (measured: a repeated run 21 -> 13 CPU seconds)."""
+  optimizations_off = str(jax.config.read('jax_disable_most_optimizations'))
+  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
+              JAX_DISABLE_MOST_OPTIMIZATIONS=optimizations_off,
+              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'e2e_jax_cache'),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+
+def command(workdir, data_dir):
+  flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+  return [sys.executable, '-m', 'gpjax.main', '--config=configs/micro.py',
+          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *flags]
+
+
+class Run(subprocess.Popen):
+  """A subprocess writing to files (a pipe nobody reads while it runs can fill up)."""
+
+  def __init__(self, argv, env):
+    self.files = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
+    super().__init__(argv, cwd=REPO, env=env, stdout=self.files[0], stderr=self.files[1],
+                     text=True)
+
+  def output(self):
+    """(stdout, stderr) so far."""
+    for f in self.files:
+      f.seek(0)
+    return tuple(f.read() for f in self.files)
+
+
+def start(workdir, data_dir, env):
+  return Run(command(workdir, data_dir), env)
+
+
+def finish(run):
+  """Waits for a run; returns (stdout, stderr) and fails on a non-zero exit."""
+  try:
+    run.wait(timeout=TIMEOUT)
+  except subprocess.TimeoutExpired:
+    run.kill()
+    run.wait()
+    pytest.fail(f'run timed out:\n{run.output()[1][-3000:]}')
+  out, err = run.output()
+  assert run.returncode == 0, err[-3000:]
+  return out, err
+
+
+def committed_steps(workdir):
+  """Checkpoint steps that Orbax finished (in-flight saves end in -tmp)."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def row_steps(workdir, split='train'):
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = f.readlines()
+  return [json.loads(line)['step'] for line in lines
+          if line.endswith('\n') and json.loads(line)['split'] == split]
+
+
+def wait_until(process, condition, what):
+  deadline = time.monotonic() + TIMEOUT
+  while not condition():
+    if process.poll() is not None:
+      pytest.fail(f'the run ended (code {process.returncode}) before {what}:\n'
+                  f'{process.output()[1][-3000:]}')
+    if time.monotonic() > deadline:
+      process.kill()
+      process.wait()
+      pytest.fail(f'timed out waiting until {what}')
+    time.sleep(0.02)
+
+
+def assert_same_state(workdir, reference_dir):
+  state, reference = checkpoint.restore_raw(workdir), checkpoint.restore_raw(reference_dir)
+  assert int(state['step']) == int(reference['step']) == OVERRIDES['train.steps']
+  flat, flat_ref = jax.tree.leaves_with_path(state), jax.tree.leaves_with_path(reference)
+  assert [p for p, _ in flat] == [p for p, _ in flat_ref]
+  for (path, x), (_, y) in zip(flat, flat_ref):  # Same programs, same inputs: bit for bit.
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def assert_same_rows(workdir, reference_dir):
+  """metrics.jsonl reads as one uninterrupted run: the reference's rows, no step twice."""
+  def rows(w):
+    with open(os.path.join(w, 'metrics.jsonl')) as f:
+      return [json.loads(line) for line in f]
+  got, want = rows(workdir), rows(reference_dir)
+  assert [(r['step'], r['split']) for r in got] == [(r['step'], r['split']) for r in want]
+  for r, s in zip(got, want):
+    for key in ('loss', 'accuracy', 'test_loss', 'test_accuracy'):
+      if key in s:
+        assert r[key] == pytest.approx(s[key], rel=1e-5), (r, s)
+
+
+@pytest.fixture(scope='module')
+def reference(data_dir, env, tmp_path_factory):
+  """The workdir of an uninterrupted run. Run first and alone, it fills the
+  compilation cache, so the interrupted runs after it start faster."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  finish(start(workdir, data_dir, env))
+  return workdir
+
+
+def test_kill_9_then_sigterm_then_rerun_matches_uninterrupted_run(reference, data_dir, env,
+                                                                   tmp_path):
+  """The same command three times (one chain: each restart costs a run here):
+
+  1. SIGKILL once a checkpoint at step >= 5 exists and rows were logged after
+     it (rows past the checkpoint are in metrics.jsonl, a save may be half
+     written): no results.json.
+  2. The rerun resumes from the newest complete checkpoint; SIGTERM once it has
+     logged a step past it: a checkpoint at the last finished step, one message
+     line, exit code 0, no traceback.
+  3. The rerun finishes: the uninterrupted run's parameters, BatchNorm
+     statistics, optimizer state and metric rows (none duplicated), and results.
+  """
+  workdir = str(tmp_path)
+  process = start(workdir, data_dir, env)
+
+  def checkpoint_with_rows_after_it():  # Early (from step 5): the rerun has steps to spare.
+    steps = committed_steps(workdir)
+    return steps and steps[-1] >= 5 and max(row_steps(workdir), default=0) > steps[-1]
+
+  wait_until(process, checkpoint_with_rows_after_it, 'a checkpoint and rows after it')
+  process.kill()
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  resumed_from, logged = committed_steps(workdir)[-1], max(row_steps(workdir), default=0)
+  assert 5 <= resumed_from < logged < OVERRIDES['train.steps']
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+  process = start(workdir, data_dir, env)
+  # A row past the killed run's last one means the loop (and its SIGTERM handler) runs.
+  wait_until(process, lambda: max(row_steps(workdir), default=0) > logged,
+             'a step past the killed run')
+  process.send_signal(signal.SIGTERM)
+  out, err = finish(process)  # Exit code 0.
+  assert 'Traceback' not in err
+  lines = [line for line in out.splitlines() if line.startswith('SIGTERM')]
+  assert len(lines) == 1, out
+  step = int(lines[0].split('at step ')[1].split(';')[0])
+  assert lines[0] == f'SIGTERM: saved a checkpoint at step {step}; exiting.'
+  assert logged < step < OVERRIDES['train.steps']
+  assert committed_steps(workdir)[-1] == step
+  assert row_steps(workdir) == list(range(1, step + 1))  # Logged up to the saved step, once.
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+  finish(start(workdir, data_dir, env))
+  assert_same_state(workdir, reference)
+  assert_same_rows(workdir, reference)
+  with open(os.path.join(workdir, 'results.json')) as f, \
+       open(os.path.join(reference, 'results.json')) as g:
+    got, want = json.load(f), json.load(g)
+  assert got['steps'] == OVERRIDES['train.steps']
+  for key in ('test_accuracy', 'test_loss', 'per_location_accuracy'):
+    assert got[key] == pytest.approx(want[key], rel=1e-5), key
+
+
+# Runs gpjax.main with checkpoint.save wrapped to send this process SIGTERM right
+# after the save at step 10 has been issued.
+SIGTERM_AFTER_SAVE = """
+import os, runpy, signal, sys
+from gpjax import checkpoint
+save = checkpoint.save
+def save_then_sigterm(manager, step, *args, **kwargs):
+  save(manager, step, *args, **kwargs)
+  if step == 10:
+    os.kill(os.getpid(), signal.SIGTERM)
+checkpoint.save = save_then_sigterm
+sys.argv = ['gpjax.main', *sys.argv[1:]]
+runpy.run_module('gpjax.main', run_name='__main__', alter_sys=True)
+"""
+
+
+def test_sigterm_after_checkpoint_then_corrupt_newest_falls_back(reference, data_dir, env,
+                                                                tmp_path):
+  """(1) SIGTERM arrives right after the checkpoint at step 10 was saved: the run
+  exits cleanly (code 0) without saving step 10 twice (Orbax refuses that).
+  (2) The files of that newest checkpoint are then overwritten: the rerun warns,
+  restores step 5, retrains 6..20 (replacing the bad step 10) and ends like the
+  uninterrupted run."""
+  workdir = str(tmp_path)
+  argv = command(workdir, data_dir)
+  out, err = finish(Run([argv[0], '-c', SIGTERM_AFTER_SAVE, *argv[3:]], env))
+  assert 'Traceback' not in err
+  assert out.splitlines()[-1] == 'SIGTERM: saved a checkpoint at step 10; exiting.'
+  assert committed_steps(workdir) == [5, 10]
+  assert row_steps(workdir) == list(range(1, 11))
+
+  files = [f for f in glob.glob(os.path.join(workdir, 'checkpoints', '10', 'state', '**'),
+                                recursive=True) if os.path.isfile(f)]
+  assert files
+  for name in files:
+    with open(name, 'wb') as f:
+      f.write(b'not a checkpoint')
+  out, _ = finish(start(workdir, data_dir, env))
+  assert ('WARNING: checkpoint at step 10 could not be restored (JSONDecodeError); '
+          'falling back to the previous one.') in out.splitlines()
+  assert committed_steps(workdir) == [5, 10, 15, 20]
+  assert int(checkpoint.restore_raw(workdir, 10)['step']) == 10  # Rewritten, readable.
+  assert_same_state(workdir, reference)
+  assert_same_rows(workdir, reference)

@@ -1,0 +1,225 @@
+"""End-to-end tests of the trainer, in process: a micro run that learns, what it
+leaves in its workdir, a non-finite loss, and the CIFAR-10 path under tfds mock data."""
+
+import json
+import math
+import os
+import re
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import micro
+from gpjax import checkpoint, train
+from gpjax.data import builtin, input_pipeline
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """One tfds data dir for the whole session (the other e2e files use the same path)."""
+  path = tmp_path_factory.getbasetemp() / 'e2e_tfds'
+  builtin.prepare('gpjax_photos', path)
+  return str(path)
+
+
+def micro_config(data_dir, **overrides):
+  """configs/micro.py with ``section__field=value`` overrides."""
+  config = micro.get_config()
+  config.data.data_dir = data_dir
+  for key, value in overrides.items():
+    section, field = key.split('__')
+    config[section][field] = value
+  return config
+
+
+def read_rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def tensorboard_scalars(workdir):
+  """{tag: [(step, value), ...]} read from the TFRecord event files (no TensorFlow)."""
+  from tensorboardX.proto import event_pb2
+  scalars = {}
+  directory = os.path.join(workdir, 'tensorboard')
+  for name in sorted(os.listdir(directory)):
+    assert name.startswith('events.out.tfevents.'), name
+    with open(os.path.join(directory, name), 'rb') as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def eval_cell_counts(config, info, source):
+  """How many test canvases put their image in each cell (recomputed from the
+  same keys the trainer uses), to weight the per-location accuracies."""
+  counts = np.zeros(config.data.grid ** 2, np.int64)
+  for batch in input_pipeline.eval_batches(source, config.eval.batch_size):
+    _, _, cells = train.make_examples(jax.random.key(config.eval.seed), batch, config, info,
+                                      flip=False)
+    counts += np.bincount(np.asarray(cells)[batch['mask']], minlength=len(counts))
+  return counts
+
+
+@pytest.fixture(scope='module')
+def micro_run(data_dir, tmp_path_factory):
+  config = micro_config(data_dir)
+  workdir = str(tmp_path_factory.mktemp('micro'))
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_micro_run_learns_location(micro_run, data_dir):
+  """GAPNet with zero padding locates the pasted image on the built-in photos."""
+  config, workdir, results = micro_run
+  with open(os.path.join(workdir, 'results.json')) as f:
+    on_disk = json.load(f)
+  assert on_disk == json.loads(json.dumps(results))
+  assert on_disk['config'] == config.to_dict()
+  assert on_disk['steps'] == config.train.steps == 30
+  assert on_disk['dataset'] == 'gpjax_photos'
+  assert on_disk['num_devices'] == jax.device_count() and on_disk['num_processes'] == 1
+  accuracy = on_disk['test_accuracy']
+  assert accuracy > 0.9  # Chance is 0.25; measured 0.982 (0.814 at step 15).
+  assert on_disk['best_test_accuracy'] >= accuracy and on_disk['best_step'] in (15, 30)
+  assert math.isfinite(on_disk['test_loss']) and on_disk['test_loss'] < math.log(4)
+
+  per_location = np.array(on_disk['per_location_accuracy'])
+  assert per_location.shape == (4,)
+  assert np.all((per_location >= 0) & (per_location <= 1))
+  source, info = input_pipeline.load_source('gpjax_photos', 'test', data_dir=data_dir)
+  counts = eval_cell_counts(config, info, source)
+  assert counts.sum() == info.num_test == 2000 and np.all(counts > 300)
+  # The overall accuracy is the count-weighted mean of the per-cell accuracies.
+  np.testing.assert_allclose(per_location @ counts / counts.sum(), accuracy, rtol=1e-6)
+  # Each cell's accuracy is a whole number of correct canvases over its count.
+  np.testing.assert_allclose(per_location * counts, np.round(per_location * counts), atol=1e-3)
+
+
+def test_micro_run_metrics_and_files(micro_run):
+  config, workdir, results = micro_run
+  rows = read_rows(workdir)
+  train_rows = [r for r in rows if r['split'] == 'train']
+  test_rows = [r for r in rows if r['split'] == 'test']
+  assert [r['step'] for r in train_rows] == [5, 10, 15, 20, 25, 30]  # log_every=5
+  assert [r['step'] for r in test_rows] == [15, 30]  # eval_every=15
+  assert [r['step'] for r in rows] == sorted(r['step'] for r in rows)
+  for r in train_rows:
+    assert math.isfinite(r['loss']) and 0 <= r['accuracy'] <= 1 and r['images_per_s'] > 0
+  assert train_rows[-1]['loss'] < train_rows[0]['loss'] / 2
+  assert test_rows[-1]['test_accuracy'] == pytest.approx(results['test_accuracy'], rel=1e-6)
+  assert test_rows[-1]['per_location_accuracy'] == pytest.approx(
+      results['per_location_accuracy'], rel=1e-6)
+  assert results['best_step'] in (15, 30)
+  assert results['best_test_accuracy'] == pytest.approx(
+      max(r['test_accuracy'] for r in test_rows), rel=1e-6)
+
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f) == config.to_dict()
+
+  with open(os.path.join(workdir, 'per_location_accuracy.png'), 'rb') as f:
+    png = f.read()
+  assert png.startswith(b'\x89PNG\r\n\x1a\n') and len(png) > 1000
+
+  scalars = tensorboard_scalars(workdir)
+  assert [s for s, _ in scalars['train/loss']] == [5, 10, 15, 20, 25, 30]
+  np.testing.assert_allclose([v for _, v in scalars['train/loss']],
+                             [r['loss'] for r in train_rows], rtol=1e-6)
+  assert [s for s, _ in scalars['test/test_accuracy']] == [15, 30]
+
+  # Checkpoints every 5 steps, all kept (keep_checkpoints=10); the newest holds step 30.
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert steps == [5, 10, 15, 20, 25, 30]
+  state = checkpoint.restore_raw(workdir)
+  assert int(state['step']) == 30
+  leaves = jax.tree.leaves(state['params'])
+  assert leaves and all(np.all(np.isfinite(x)) for x in leaves)
+
+
+def test_non_finite_loss_stops_and_keeps_good_checkpoints(data_dir, tmp_path):
+  """A learning rate of 1e30 blows the parameters up within a few steps: the run
+  stops with a FloatingPointError naming the step, and every checkpoint left
+  is from before that step and holds finite parameters."""
+  config = micro_config(data_dir, train__learning_rate=1e30, train__checkpoint_every=1,
+                        train__log_every=1, train__eval_every=30)
+  workdir = str(tmp_path)
+  with pytest.raises(FloatingPointError, match=r'Non-finite training loss .* at step \d+') as e:
+    train.train_and_evaluate(config, workdir)
+  bad_step = int(re.search(r'at step (\d+)', str(e.value))[1])
+  assert 1 < bad_step < config.train.steps
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert steps and max(steps) < bad_step
+  assert steps == list(range(max(1, bad_step - config.train.keep_checkpoints), bad_step))
+  state = checkpoint.restore_raw(workdir)
+  assert int(state['step']) == bad_step - 1
+  for leaf in jax.tree.leaves(state['params']) + jax.tree.leaves(state['batch_stats']):
+    assert np.all(np.isfinite(leaf))
+  rows = read_rows(workdir)  # Rows up to the last good step only; no results.json.
+  assert [r['step'] for r in rows] == list(range(1, bad_step))
+  assert all(math.isfinite(r['loss']) for r in rows)
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+
+
+def test_cifar10_path_under_mock_data(tmp_path):
+  """--config.data.name=cifar10 trains and evaluates under tfds mock data (random
+  32x32 images, 10 classes, 48 examples per split)."""
+  config = micro.get_config()
+  config.data.name = 'cifar10'
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.train.steps = 2
+  config.train.log_every = 1
+  config.eval.batch_size = 16
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    on_disk = json.load(f)
+  assert on_disk['dataset'] == 'cifar10' and on_disk['steps'] == 2
+  assert on_disk['test_accuracy'] == pytest.approx(results['test_accuracy'])
+  # 48 test canvases: the accuracy is a whole number of them.
+  assert on_disk['test_accuracy'] * 48 == pytest.approx(round(on_disk['test_accuracy'] * 48),
+                                                        abs=1e-4)
+  assert len(on_disk['per_location_accuracy']) == 4
+  assert math.isfinite(on_disk['test_loss'])
+  rows = read_rows(workdir)
+  assert [(r['step'], r['split']) for r in rows] == [(1, 'train'), (2, 'train'), (2, 'test')]
+  assert all(math.isfinite(r['loss']) for r in rows if r['split'] == 'train')
+
+
+def test_non_finite_update_is_not_checkpointed(data_dir, tmp_path, monkeypatch):
+  """The loss of step s is computed before its update, so it can be finite while
+  the update makes the parameters NaN (e.g. overflowing gradients). Such a state
+  must not be saved as the newest checkpoint: a rerun would resume from it."""
+  poisoned_step = 4  # optax counts from 0: the 4th update is NaN.
+  make_optimizer = train.create_optimizer
+
+  def poisoned_optimizer(t):
+    def update(updates, state, params=None):
+      scale = jnp.where(state.count == poisoned_step - 1, jnp.nan, 1.0)
+      return jax.tree.map(lambda u: u * scale, updates), optax.ScaleByScheduleState(
+          count=state.count + 1)
+    poison = optax.GradientTransformation(
+        lambda params: optax.ScaleByScheduleState(count=jnp.zeros((), jnp.int32)), update)
+    return optax.chain(make_optimizer(t), poison)
+
+  monkeypatch.setattr(train, 'create_optimizer', poisoned_optimizer)
+  config = micro_config(data_dir, train__checkpoint_every=1, train__log_every=1,
+                        train__eval_every=30, train__steps=8)
+  workdir = str(tmp_path)
+  with pytest.raises(FloatingPointError, match=rf'step {poisoned_step}\b'):
+    train.train_and_evaluate(config, workdir)
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
+  assert steps == list(range(1, poisoned_step))
+  state = checkpoint.restore_raw(workdir)
+  assert int(state['step']) == poisoned_step - 1
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state['params']))
