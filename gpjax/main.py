@@ -76,6 +76,8 @@ def main(argv: list[str]) -> None:
     JOBS[FLAGS.config.job](FLAGS.config, FLAGS.workdir)
   except ConfigError as e:  # Config checks that need the devices or the data set.
     sys.exit(f'Bad config: {e}')
+  except FloatingPointError as e:  # A diverged run: the message names the step.
+    sys.exit(f'Stopped: {e}')
 
 
 if __name__ == '__main__':
