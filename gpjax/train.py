@@ -91,9 +91,7 @@ def train_step(state: TrainState, batch: Batch, *, model: Classifier,
   key = jax.random.fold_in(jax.random.key(config.seed), state.step)
   images, labels, _ = make_examples(jax.random.fold_in(key, 0), batch, config, info,
                                     flip=config.data.flip)
-  ordering = None
-  if config.model.head == 'permutenet':  # One fresh ordering per step, shared by the batch.
-    ordering = random_ordering(jax.random.fold_in(key, 1), model.ordering_length())
+  ordering = _step_ordering(key, model, config)
 
   def loss_fn(params):
     (logits, _), updates = model.apply(
@@ -105,12 +103,24 @@ def train_step(state: TrainState, batch: Batch, *, model: Classifier,
     return lax.pmean(loss, parallel.DATA_AXIS), (logits, updates['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), parallel.DATA_AXIS)
-  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state)
-  return new_state, {'loss': loss, 'accuracy': accuracy}
+  return _apply(state, tx, grads, batch_stats), {'loss': loss, 'accuracy': accuracy}
+
+
+def _apply(state: TrainState, tx: optax.GradientTransformation, grads: Any,
+           batch_stats: Any) -> TrainState:
+  """The optimiser update and the new BatchNorm statistics: the next state."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                    batch_stats=batch_stats, opt_state=opt_state)
+
+
+def _step_ordering(key: jax.Array, model: Classifier,
+                   config: ml_collections.ConfigDict) -> jax.Array | None:
+  """PermuteNet: one fresh ordering per step, shared by the whole batch."""
+  if config.model.head != 'permutenet':
+    return None
+  return random_ordering(jax.random.fold_in(key, 1), model.ordering_length())
 
 
 def augshift_loss(logits_a: jax.Array, logits_b: jax.Array, latent_a: jax.Array,
@@ -159,9 +169,7 @@ def augshift_step(state: TrainState, batch: Batch, *, model: Classifier,
   key = jax.random.fold_in(jax.random.key(config.seed), state.step)
   images_a, images_b, labels = make_shifted_pairs(jax.random.fold_in(key, 0), batch, config,
                                                   info, flip=config.data.flip)
-  ordering = None
-  if config.model.head == 'permutenet':  # One ordering per step, shared by both copies.
-    ordering = random_ordering(jax.random.fold_in(key, 1), model.ordering_length())
+  ordering = _step_ordering(key, model, config)  # Shared by both copies.
   n = labels.shape[0]
 
   def loss_fn(params):
@@ -176,14 +184,10 @@ def augshift_step(state: TrainState, batch: Batch, *, model: Classifier,
 
   (loss, (logits, parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   correct = jnp.argmax(logits, -1) == jnp.concatenate([labels, labels])
   metrics = {'loss': loss, 'accuracy': jnp.mean(correct), **parts}
-  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state)
-  return new_state, {k: v if k == 'loss' else lax.pmean(v, parallel.DATA_AXIS)
-                     for k, v in metrics.items()}
+  return _apply(state, tx, grads, batch_stats), {
+      k: v if k == 'loss' else lax.pmean(v, parallel.DATA_AXIS) for k, v in metrics.items()}
 
 
 def eval_step(state: TrainState, batch: Batch, *, model: Classifier,
