@@ -10,7 +10,6 @@ matrices over the split (`gpjax.metrics`): mIoU as the official code's.
 
 import functools
 import os
-import time
 from typing import Any
 
 import jax
@@ -18,11 +17,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from gpjax import checkpoint, metrics, parallel, train, writers
+from gpjax import checkpoint, loop, metrics, parallel, train, writers
 from gpjax.data import input_pipeline, segmentation
 from gpjax.models.deeplab import DeepLabV3
 
@@ -172,74 +170,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init = jax.jit(functools.partial(train.create_train_state, model=model.clone(bn_axis_name=None),
                                    tx=tx, canvas_shape=shape))  # Jitted: 1 compile, not 1 per op.
   state = jax.device_put(init(jax.random.key(config.seed)), parallel.replicated(mesh))
-  manager = checkpoint.make_manager(workdir, t.keep_checkpoints)
-  restored = checkpoint.restore_latest(manager, state)
-  start = 0
-  if restored is not None:
-    state, start = restored
-  if lead:
-    writers.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  writer = writers.MetricWriter(workdir, resume_step=start, enabled=lead)
   shard = functools.partial(jax.shard_map, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
                             out_specs=P())
   p_train_step = jax.jit(shard(functools.partial(train_step, model=model, tx=tx, config=config,
                                                  info=info), out_specs=(P(), P())),
                          donate_argnums=0)
   p_eval_step = jax.jit(shard(functools.partial(eval_step, model=model, info=info)))
-  batches = input_pipeline.prefetch(
-      functools.partial(segmentation.train_batch, train_src, global_batch_size=t.batch_size,
-                        seed=config.seed, process_index=jax.process_index(),
-                        process_count=jax.process_count()), start, total)
-  preemption = train._Preemption()
-  pending, last_eval, best = [], None, None
-  meta = {'config': config.to_dict()}
-  timer = time.perf_counter()
-  bar = tqdm.tqdm(total=total, initial=start, desc='segment', disable=not lead,
-                  dynamic_ncols=True)
-  try:
-    for step in range(start + 1, total + 1):
-      if preemption.requested:
-        train._flush(pending, writer, bar, timer, t.batch_size)
-        if step - 1 not in manager.all_steps():
-          train._check_finite(state, step - 1)
-          checkpoint.save(manager, step - 1, state, meta)
-        manager.wait_until_finished()
-        print(f'SIGTERM: saved a checkpoint at step {step - 1}; exiting.', flush=True)
-        return {'preempted_at_step': step - 1}
-      state, step_metrics = p_train_step(state, parallel.to_global(mesh, next(batches)))
-      pending.append((step, step_metrics))
-      is_eval, is_ckpt = step % eval_every == 0 or step == total, step % ckpt_every == 0
-      if step % t.log_every == 0 or is_eval or is_ckpt or step == total:
-        timer = train._flush(pending, writer, bar, timer, t.batch_size)
-      if is_eval:
-        last_eval = evaluate(p_eval_step, state, test_src, config, info, mesh)
-        last_eval['step'] = step
-        writer.write(step, 'test', {k: v for k, v in last_eval.items() if k.startswith('test_')})
-        bar.write(f'step {step}: test mIoU {last_eval["test_miou"]:.4f}')
-        if best is None or last_eval['test_miou'] > best['test_miou']:
-          best = dict(last_eval)
-      if is_ckpt or step == total:
-        train._check_finite(state, step)
-        # The manager keeps the best by its metric key; for segmentation it holds mIoU.
-        checkpoint.save(manager, step, state, meta,
-                        {checkpoint.METRIC: last_eval['test_miou']} if is_eval else None)
-      if is_eval or is_ckpt:
-        timer = time.perf_counter()
-  finally:
-    bar.close()
-    preemption.restore()
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
-  if last_eval is None:  # Resumed after the final step: evaluate the restored state.
-    last_eval = evaluate(p_eval_step, state, test_src, config, info, mesh)
-    last_eval['step'] = total
+
+  def batches(start: int, num_steps: int):
+    return input_pipeline.prefetch(
+        functools.partial(segmentation.train_batch, train_src, global_batch_size=t.batch_size,
+                          seed=config.seed, process_index=jax.process_index(),
+                          process_count=jax.process_count()), start, num_steps)
+
+  # The checkpoint manager keeps the best by its metric key; here it holds mIoU.
+  out = loop.run(
+      workdir, state,
+      schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every, t.keep_checkpoints,
+                             t.batch_size),
+      config=config.to_dict(),
+      step_fn=lambda state, batch: p_train_step(state, parallel.to_global(mesh, batch)),
+      batches=batches,
+      evaluate=lambda state: evaluate(p_eval_step, state, test_src, config, info, mesh),
+      metric='test_miou', desc='segment')
+  if out.preempted_at_step is not None:
+    return {'preempted_at_step': out.preempted_at_step}
+  last_eval, best = out.last_eval, out.best
   results = {'config': config.to_dict(), 'dataset': info.name, 'num_classes': info.num_classes,
              'class_names': list(info.class_names), 'steps': last_eval['step'],
              **{k: last_eval[k] for k in ('test_miou', 'test_pixel_accuracy', 'iou_per_class')},
-             'best_test_miou': (best or last_eval)['test_miou'],
-             'best_step': (best or last_eval)['step'], 'num_devices': jax.device_count(),
-             'device_kind': jax.devices()[0].device_kind, 'jax_version': jax.__version__}
+             'best_test_miou': best['test_miou'], 'best_step': best['step'],
+             'num_devices': jax.device_count(), 'device_kind': jax.devices()[0].device_kind, 'jax_version': jax.__version__}
   if lead:
     writers.write_json(os.path.join(workdir, 'results.json'), results)
   return results

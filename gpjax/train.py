@@ -9,8 +9,6 @@ same numbers on 1 or N devices and hosts (up to float rounding).
 import functools
 import math
 import os
-import signal
-import time
 from typing import Any
 
 import flax
@@ -19,11 +17,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from gpjax import checkpoint, parallel, writers
+from gpjax import loop, parallel, writers
 from gpjax.data import canvas, input_pipeline
 from gpjax.models import Classifier, random_ordering
 from gpjax.validate import validate
@@ -236,20 +233,6 @@ def schedule(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, in
   return total, eval_every, t.checkpoint_every or eval_every
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    self.requested = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, evaluates and checkpoints in ``workdir``; resumes from its newest
   checkpoint. Returns the contents of ``results.json``."""
@@ -275,15 +258,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = create_train_state(jax.random.key(config.seed), model.clone(bn_axis_name=None), tx,
                              canvas_shape)
   state = jax.device_put(state, parallel.replicated(mesh))
-  manager = checkpoint.make_manager(workdir, t.keep_checkpoints)
-  restored = checkpoint.restore_latest(manager, state)
-  start = 0
-  if restored is not None:
-    state, start = restored
-  if lead:
-    writers.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  writer = writers.MetricWriter(workdir, resume_step=start, enabled=lead)
-
   shard = functools.partial(jax.shard_map, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
                             out_specs=P())
   p_train_step = jax.jit(
@@ -291,89 +265,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             out_specs=(P(), P())), donate_argnums=0)
   p_eval_step = jax.jit(shard(functools.partial(eval_step, model=model, config=config, info=info)))
 
-  batches = input_pipeline.prefetch(
-      functools.partial(input_pipeline.host_batch, train_src, global_batch_size=t.batch_size,
-                        seed=config.seed, process_index=jax.process_index(),
-                        process_count=jax.process_count()), start, total)
-  preemption = _Preemption()
-  pending, last_eval, best = [], None, None
-  meta = {'config': config.to_dict()}
-  timer = time.perf_counter()
-  bar = tqdm.tqdm(total=total, initial=start, desc=config.task, disable=not lead,
-                  dynamic_ncols=True)
-  try:
-    for step in range(start + 1, total + 1):
-      if preemption.requested:
-        _flush(pending, writer, bar, timer, t.batch_size)
-        if step - 1 not in manager.all_steps():  # Orbax refuses to save a step twice.
-          _check_finite(state, step - 1)
-          checkpoint.save(manager, step - 1, state, meta)
-        manager.wait_until_finished()
-        print(f'SIGTERM: saved a checkpoint at step {step - 1}; exiting.', flush=True)
-        return {'preempted_at_step': step - 1}
-      state, metrics = p_train_step(state, parallel.to_global(mesh, next(batches)))
-      pending.append((step, metrics))
-      is_eval, is_ckpt = step % eval_every == 0 or step == total, step % ckpt_every == 0
-      if step % t.log_every == 0 or is_eval or is_ckpt or step == total:
-        timer = _flush(pending, writer, bar, timer, t.batch_size)
-      if is_eval:
-        last_eval = evaluate(p_eval_step, state, test_src, config, mesh)
-        last_eval['step'] = step
-        writer.write(step, 'test', last_eval)
-        bar.write(f'step {step}: test accuracy {last_eval["test_accuracy"]:.4f}')
-        if best is None or last_eval['test_accuracy'] > best['test_accuracy']:
-          best = dict(last_eval)
-      if is_ckpt or step == total:
-        _check_finite(state, step)
-        checkpoint.save(manager, step, state, meta,
-                        {'test_accuracy': last_eval['test_accuracy']} if is_eval else None)
-      if is_eval or is_ckpt:
-        timer = time.perf_counter()  # Throughput counts training steps only.
-  finally:
-    bar.close()
-    preemption.restore()
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
-  if last_eval is None:  # Resumed after the final step: evaluate the restored state.
-    last_eval = evaluate(p_eval_step, state, test_src, config, mesh)
-    last_eval['step'] = total
-  return _write_results(config, workdir, last_eval, best or last_eval, info, lead)
+  def batches(start: int, num_steps: int):
+    return input_pipeline.prefetch(
+        functools.partial(input_pipeline.host_batch, train_src, global_batch_size=t.batch_size,
+                          seed=config.seed, process_index=jax.process_index(),
+                          process_count=jax.process_count()), start, num_steps)
 
-
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def _check_finite(state: TrainState, step: int) -> None:
-  """Refuses to checkpoint a state that step `step` made non-finite (its loss,
-  computed before the update, can still be finite), so resuming never starts from it."""
-  if not bool(_all_finite((state.params, state.batch_stats))):
-    raise FloatingPointError(f'Non-finite parameters after step {step}; stopping. '
-                             'The last checkpoint before it is kept.')
-
-
-def _flush(pending: list, writer: writers.MetricWriter, bar, timer: float,
-           batch_size: int) -> float:
-  """Fetches the pending step metrics, stops on a non-finite loss, logs the mean."""
-  if not pending:
-    return timer
-  steps = [s for s, _ in pending]
-  values = jax.device_get([m for _, m in pending])
-  for s, m in zip(steps, values):
-    if not np.isfinite(m['loss']):
-      raise FloatingPointError(f'Non-finite training loss ({m["loss"]}) at step {s}; stopping. '
-                               'The last checkpoint before it is kept.')
-  now = time.perf_counter()
-  row = {k: float(np.mean([m[k] for m in values])) for k in values[0]}
-  row['images_per_s'] = len(steps) * batch_size / max(now - timer, 1e-9)
-  writer.write(steps[-1], 'train', row)
-  bar.update(steps[-1] - bar.n)
-  bar.set_postfix(loss=f'{row["loss"]:.3f}', acc=f'{row["accuracy"]:.3f}',
-                  img_s=f'{row["images_per_s"]:.0f}')
-  pending.clear()
-  return now
+  out = loop.run(
+      workdir, state,
+      schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every, t.keep_checkpoints,
+                             t.batch_size),
+      config=config.to_dict(),
+      step_fn=lambda state, batch: p_train_step(state, parallel.to_global(mesh, batch)),
+      batches=batches, evaluate=lambda state: evaluate(p_eval_step, state, test_src, config, mesh),
+      metric='test_accuracy', desc=config.task)
+  if out.preempted_at_step is not None:
+    return {'preempted_at_step': out.preempted_at_step}
+  return _write_results(config, workdir, out.last_eval, out.best, info, lead)
 
 
 def _write_results(config, workdir, final, best, info, lead) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class MetricWriter:
     with open(self.path, 'a') as f:
       f.write(json.dumps(row) + '\n')
     for k, v in row.items():
-      if k not in ('step', 'split') and np.ndim(v) == 0:
+      if k not in ('step', 'split') and isinstance(v, (int, float)):  # Scalars only.
         self.tb.add_scalar(f'{split}/{k}', v, step)
 
   def close(self) -> None:

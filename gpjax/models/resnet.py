@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gpjax.models.layers import ConvBN
-from gpjax.models.padding import PaddedConv, check_padding
+from gpjax.models.padding import check_padding
 
 STEMS = ('official', 'imagenet')
 STAGE_NAMES = ('stem', 'stage1', 'stage2', 'stage3', 'stage4')
