@@ -413,8 +413,6 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
   canvas_shape = (32 * args.grid, 32 * args.grid, 3)
   matmul_size = _matmul_size(args)
   matmul_tflops = _matmul_tflops(matmul_size, max(3, min(args.steps, 10)))
-  shard = functools.partial(jax.shard_map, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
-                            out_specs=P())
   rows = []
   for dtype in args.dtype:
     for b in args.batch:
@@ -426,12 +424,12 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
       state = jax.device_put(state, parallel.replicated(mesh))
       batch = _source_batch(mesh, b, args.seed, mask=which == 'eval')
       if which == 'train':
-        step = jax.jit(shard(functools.partial(train.train_step, model=model, tx=tx,
-                                               config=config, info=info),
-                             out_specs=(P(), P())), donate_argnums=0)
+        step = parallel.shard_step(functools.partial(train.train_step, model=model, tx=tx,
+                                                     config=config, info=info), mesh,
+                                   outputs=2, donate=True)
       else:
-        step = jax.jit(shard(functools.partial(train.eval_step, model=model, config=config,
-                                               info=info)))
+        step = parallel.shard_step(functools.partial(train.eval_step, model=model,
+                                                     config=config, info=info), mesh)
       start = time.perf_counter()
       compiled = step.lower(state, batch).compile()
       compile_s = time.perf_counter() - start

@@ -28,6 +28,15 @@ def to_global(mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]) -> di
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
 
 
+def shard_step(fn, mesh: jax.sharding.Mesh, *, outputs: int = 1, donate: bool = False):
+  """``jit(shard_map(fn))`` for a per-device step ``fn(state, batch)``: the state
+  replicated, the batch split along the ``data`` axis, ``outputs`` replicated
+  results; ``donate`` reuses the state's buffers for the new state."""
+  out_specs = P() if outputs == 1 else (P(),) * outputs
+  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=out_specs)
+  return jax.jit(mapped, donate_argnums=0 if donate else ())
+
+
 def check_divisible(field: str, size: int, divisor: int, what: str) -> None:
   if size % divisor:
     from gpjax.validate import ConfigError

@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 import optax
 from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from gpjax import loop, parallel, writers
 from gpjax.data import canvas, input_pipeline
@@ -258,12 +257,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = create_train_state(jax.random.key(config.seed), model.clone(bn_axis_name=None), tx,
                              canvas_shape)
   state = jax.device_put(state, parallel.replicated(mesh))
-  shard = functools.partial(jax.shard_map, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
-                            out_specs=P())
-  p_train_step = jax.jit(
-      shard(functools.partial(train_step, model=model, tx=tx, config=config, info=info),
-            out_specs=(P(), P())), donate_argnums=0)
-  p_eval_step = jax.jit(shard(functools.partial(eval_step, model=model, config=config, info=info)))
+  p_train_step = parallel.shard_step(
+      functools.partial(train_step, model=model, tx=tx, config=config, info=info), mesh,
+      outputs=2, donate=True)
+  p_eval_step = parallel.shard_step(
+      functools.partial(eval_step, model=model, config=config, info=info), mesh)
 
   def batches(start: int, num_steps: int):
     return input_pipeline.prefetch(
