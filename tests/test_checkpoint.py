@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from gpjax import checkpoint
-from gpjax.data import builtin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/micro.py, shortened: 20 steps, checkpoints every 5, one evaluation at the
@@ -24,27 +23,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = {'train.steps': 20, 'train.eval_every': 20, 'train.checkpoint_every': 5,
              'train.log_every': 1}
 TIMEOUT = 240  # Seconds for one run; one takes 10-30 s here.
-
-
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / 'e2e_tfds'  # Shared with the other e2e files.
-  builtin.prepare('gpjax_photos', path)
-  return str(path)
-
-
-@pytest.fixture(scope='session')
-def env(tmp_path_factory):
-  """Environment of the runs: CPU; XLA's optimisations as in this pytest process
-  (conftest.py turns them off; test_distributed.py compares subprocess and
-  in-process runs); and a persistent compilation cache shared by the session's
-  subprocesses (measured: a repeated run 21 -> 13 CPU seconds)."""
-  optimizations_off = str(jax.config.read('jax_disable_most_optimizations'))
-  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
-              JAX_DISABLE_MOST_OPTIMIZATIONS=optimizations_off,
-              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'e2e_jax_cache'),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 
 
 def command(workdir, data_dir):

@@ -30,32 +30,12 @@ import pytest
 
 from configs import micro
 from gpjax import checkpoint, train
-from gpjax.data import builtin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
 OVERRIDES = {'train.steps': STEPS, 'train.eval_every': STEPS, 'train.checkpoint_every': STEPS,
              'train.log_every': 1, 'train.optimizer': 'sgd', 'train.learning_rate': 0.01}
 TIMEOUT = 300
-
-
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / 'e2e_tfds'  # Shared with the other e2e files.
-  builtin.prepare('gpjax_photos', path)
-  return str(path)
-
-
-@pytest.fixture(scope='session')
-def env(tmp_path_factory):
-  """CPU, XLA's optimisations as in this process (conftest.py), and a compilation
-  cache shared by the session's subprocesses (see test_checkpoint.py)."""
-  optimizations_off = str(jax.config.read('jax_disable_most_optimizations'))
-  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
-              JAX_DISABLE_MOST_OPTIMIZATIONS=optimizations_off,
-              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'e2e_jax_cache'),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 
 
 def flags(workdir, data_dir):

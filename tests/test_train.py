@@ -16,15 +16,7 @@ import tensorflow_datasets as tfds
 
 from configs import micro
 from gpjax import checkpoint, train
-from gpjax.data import builtin, input_pipeline
-
-
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  """One tfds data dir for the whole session (the other e2e files use the same path)."""
-  path = tmp_path_factory.getbasetemp() / 'e2e_tfds'
-  builtin.prepare('gpjax_photos', path)
-  return str(path)
+from gpjax.data import input_pipeline
 
 
 def micro_config(data_dir, **overrides):
