@@ -166,9 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   total, eval_every, ckpt_every = train.schedule(config, info.num_train)
   model, tx = create_model(config, info.num_classes), create_optimizer(t, total)
   shape = (*(_crop(config) or info.image_shape[:2]), 3)
-  init = jax.jit(functools.partial(train.create_train_state, model=model.clone(bn_axis_name=None),
-                                   tx=tx, canvas_shape=shape))  # Jitted: 1 compile, not 1 per op.
-  state = jax.device_put(init(jax.random.key(config.seed)), parallel.replicated(mesh))
+  state = train.init_state(jax.random.key(config.seed), model, tx, shape, mesh)
   p_train_step = parallel.shard_step(
       functools.partial(train_step, model=model, tx=tx, config=config, info=info), mesh,
       outputs=2, donate=True)

@@ -63,6 +63,18 @@ def create_train_state(rng: jax.Array, model: Classifier, tx: optax.GradientTran
                     batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
 
 
+def init_state(rng: jax.Array, model: Classifier, tx: optax.GradientTransformation,
+               canvas_shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> TrainState:
+  """`create_train_state` in one jitted call, replicated over ``mesh``. On CPU the init
+  program is compiled without backend optimisation: it runs once, and XLA:CPU otherwise
+  spends seconds optimising the random initialisers (7.9 s vs 1.4 s for a ResNet-18)."""
+  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
+  init = jax.jit(functools.partial(create_train_state, model=model.clone(bn_axis_name=None),
+                                   tx=tx, canvas_shape=canvas_shape),
+                 out_shardings=parallel.replicated(mesh), compiler_options=options)
+  return init(rng)
+
+
 def make_examples(key: jax.Array, batch: Batch, config: ml_collections.ConfigDict,
                   info: input_pipeline.DatasetInfo, *, flip: bool) -> tuple[jax.Array, ...]:
   """Canvases (B, gh, gw, C), labels (B,) and cells (B,) of this device's shard.
@@ -254,9 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model, tx = create_model(config, num_classes(config, info)), create_optimizer(t)
   total, eval_every, ckpt_every = schedule(config, info.num_train)
 
-  state = create_train_state(jax.random.key(config.seed), model.clone(bn_axis_name=None), tx,
-                             canvas_shape)
-  state = jax.device_put(state, parallel.replicated(mesh))
+  state = init_state(jax.random.key(config.seed), model, tx, canvas_shape, mesh)
   p_train_step = parallel.shard_step(
       functools.partial(train_step, model=model, tx=tx, config=config, info=info), mesh,
       outputs=2, donate=True)
