@@ -419,7 +419,7 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
       config = _step_config(args, b, dtype)
       model = train.create_model(config, args.grid ** 2)
       tx = train.create_optimizer(config.train)
-      state = train.init_state(jax.random.key(args.seed), model, tx, canvas_shape, mesh)
+      state = train.init_state(args.seed, model, tx, canvas_shape, mesh)
       batch = _source_batch(mesh, b, args.seed, mask=which == 'eval')
       if which == 'train':
         step = parallel.shard_step(functools.partial(train.train_step, model=model, tx=tx,

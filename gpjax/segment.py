@@ -85,7 +85,7 @@ def train_step(state: train.TrainState, batch: Batch, *, model: DeepLabV3,
                info: segmentation.SegInfo) -> tuple[train.TrainState, dict[str, jax.Array]]:
   """One step on this device's shard; the loss is the mean over all valid pixels of all
   devices (official: CrossEntropyLoss(ignore_index=255), mean)."""
-  key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  key = jax.random.fold_in(jax.random.key(state.seed), state.step)
   keys = jax.vmap(functools.partial(jax.random.fold_in, jax.random.fold_in(key, 0)))(
       batch['index'])
   images, labels = jax.vmap(functools.partial(augment, crop=_crop(config),
@@ -106,12 +106,9 @@ def train_step(state: train.TrainState, batch: Batch, *, model: DeepLabV3,
     return loss, (logits, updates['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
   correct = lax.psum(jnp.sum((jnp.argmax(logits, -1) == labels) & valid), parallel.DATA_AXIS)
-  new_state = train.TrainState(step=state.step + 1, params=optax.apply_updates(state.params,
-                                                                               updates),
-                               batch_stats=batch_stats, opt_state=opt_state)
-  return new_state, {'loss': loss, 'accuracy': correct / jnp.maximum(count, 1)}
+  metrics = {'loss': loss, 'accuracy': correct / jnp.maximum(count, 1)}
+  return train.apply_gradients(state, tx, grads, batch_stats), metrics
 
 
 def eval_step(state: train.TrainState, batch: Batch, *, model: DeepLabV3,
@@ -166,7 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   total, eval_every, ckpt_every = train.schedule(config, info.num_train)
   model, tx = create_model(config, info.num_classes), create_optimizer(t, total)
   shape = (*(_crop(config) or info.image_shape[:2]), 3)
-  state = train.init_state(jax.random.key(config.seed), model, tx, shape, mesh)
+  state = train.init_state(config.seed, model, tx, shape, mesh)
   p_train_step = parallel.shard_step(
       functools.partial(train_step, model=model, tx=tx, config=config, info=info), mesh,
       outputs=2, donate=True)

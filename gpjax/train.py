@@ -29,6 +29,7 @@ Batch = dict[str, jax.Array]
 
 class TrainState(flax.struct.PyTreeNode):
   step: jax.Array
+  seed: jax.Array  # config.seed as data: one compiled step serves every seed.
   params: Any
   batch_stats: Any
   opt_state: Any
@@ -55,15 +56,17 @@ def num_classes(config: ml_collections.ConfigDict, info: input_pipeline.DatasetI
   return config.data.grid ** 2 if config.task == 'location' else info.num_classes
 
 
-def create_train_state(rng: jax.Array, model: Classifier, tx: optax.GradientTransformation,
+def create_train_state(seed: int | jax.Array, model: Classifier, tx: optax.GradientTransformation,
                        canvas_shape: tuple[int, ...]) -> TrainState:
-  """Initialises parameters (float32) for canvases of shape (H, W, C)."""
-  variables = model.init(rng, jnp.zeros((1, *canvas_shape), jnp.float32), train=False)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+  """Initialises parameters (float32, from ``key(seed)``) for canvases of shape (H, W, C)."""
+  seed = jnp.asarray(seed, jnp.int32)
+  variables = model.init(jax.random.key(seed), jnp.zeros((1, *canvas_shape), jnp.float32),
+                         train=False)
+  return TrainState(step=jnp.zeros((), jnp.int32), seed=seed, params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
 
 
-def init_state(rng: jax.Array, model: Classifier, tx: optax.GradientTransformation,
+def init_state(seed: int, model: Classifier, tx: optax.GradientTransformation,
                canvas_shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> TrainState:
   """`create_train_state` in one jitted call, replicated over ``mesh``. On CPU the init
   program is compiled without backend optimisation: it runs once, and XLA:CPU otherwise
@@ -72,7 +75,7 @@ def init_state(rng: jax.Array, model: Classifier, tx: optax.GradientTransformati
   init = jax.jit(functools.partial(create_train_state, model=model.clone(bn_axis_name=None),
                                    tx=tx, canvas_shape=canvas_shape),
                  out_shardings=parallel.replicated(mesh), compiler_options=options)
-  return init(rng)
+  return init(jnp.asarray(seed, jnp.int32))
 
 
 def make_examples(key: jax.Array, batch: Batch, config: ml_collections.ConfigDict,
@@ -96,7 +99,7 @@ def train_step(state: TrainState, batch: Batch, *, model: Classifier,
   """One optimisation step on this device's shard of the global batch."""
   if config.augshift.enabled:  # Two shifted copies per image: a path of its own.
     return augshift_step(state, batch, model=model, tx=tx, config=config, info=info)
-  key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  key = jax.random.fold_in(jax.random.key(state.seed), state.step)
   images, labels, _ = make_examples(jax.random.fold_in(key, 0), batch, config, info,
                                     flip=config.data.flip)
   ordering = _step_ordering(key, model, config)
@@ -112,15 +115,15 @@ def train_step(state: TrainState, batch: Batch, *, model: Classifier,
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), parallel.DATA_AXIS)
-  return _apply(state, tx, grads, batch_stats), {'loss': loss, 'accuracy': accuracy}
+  return apply_gradients(state, tx, grads, batch_stats), {'loss': loss, 'accuracy': accuracy}
 
 
-def _apply(state: TrainState, tx: optax.GradientTransformation, grads: Any,
+def apply_gradients(state: TrainState, tx: optax.GradientTransformation, grads: Any,
            batch_stats: Any) -> TrainState:
   """The optimiser update and the new BatchNorm statistics: the next state."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                    batch_stats=batch_stats, opt_state=opt_state)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state)
 
 
 def _step_ordering(key: jax.Array, model: Classifier,
@@ -174,7 +177,7 @@ def augshift_step(state: TrainState, batch: Batch, *, model: Classifier,
                   info: input_pipeline.DatasetInfo) -> tuple[TrainState, dict[str, jax.Array]]:
   """`train_step` with ``config.augshift.enabled``: both copies go through the
   network as one batch of 2B (BatchNorm statistics over both), `augshift_loss`."""
-  key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  key = jax.random.fold_in(jax.random.key(state.seed), state.step)
   images_a, images_b, labels = make_shifted_pairs(jax.random.fold_in(key, 0), batch, config,
                                                   info, flip=config.data.flip)
   ordering = _step_ordering(key, model, config)  # Shared by both copies.
@@ -194,7 +197,7 @@ def augshift_step(state: TrainState, batch: Batch, *, model: Classifier,
       state.params)
   correct = jnp.argmax(logits, -1) == jnp.concatenate([labels, labels])
   metrics = {'loss': loss, 'accuracy': jnp.mean(correct), **parts}
-  return _apply(state, tx, grads, batch_stats), {
+  return apply_gradients(state, tx, grads, batch_stats), {
       k: v if k == 'loss' else lax.pmean(v, parallel.DATA_AXIS) for k, v in metrics.items()}
 
 
@@ -266,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model, tx = create_model(config, num_classes(config, info)), create_optimizer(t)
   total, eval_every, ckpt_every = schedule(config, info.num_train)
 
-  state = init_state(jax.random.key(config.seed), model, tx, canvas_shape, mesh)
+  state = init_state(config.seed, model, tx, canvas_shape, mesh)
   p_train_step = parallel.shard_step(
       functools.partial(train_step, model=model, tx=tx, config=config, info=info), mesh,
       outputs=2, donate=True)

@@ -216,7 +216,7 @@ def _runner_step(step_fn, config, info, mesh):
 
 def _init(config, info, mesh, model, tx):
   h, w, c = info.image_shape
-  state = train.create_train_state(jax.random.key(config.seed), model.clone(bn_axis_name=None),
+  state = train.create_train_state(config.seed, model.clone(bn_axis_name=None),
                                    tx, (config.data.grid * h, config.data.grid * w, c))
   return jax.device_put(state, parallel.replicated(mesh))
 
@@ -276,8 +276,8 @@ def _train_step_before_augshift(state, batch, *, model, tx, config, info):
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), parallel.DATA_AXIS)
-  new_state = train.TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                               opt_state=opt_state)
+  new_state = train.TrainState(step=state.step + 1, seed=state.seed, params=params,
+                               batch_stats=batch_stats, opt_state=opt_state)
   return new_state, {'loss': loss, 'accuracy': accuracy}
 
 

@@ -153,7 +153,7 @@ def source_workdir(tmp_path_factory):
   config.data.grid = 2
   config.model.width = 4
   model, tx = train.create_model(config, 10), train.create_optimizer(config.train)
-  state = train.create_train_state(jax.random.key(0), model.clone(bn_axis_name=None), tx,
+  state = train.create_train_state(0, model.clone(bn_axis_name=None), tx,
                                    (32, 32, 3))
   manager = checkpoint.make_manager(str(workdir), 1)
   checkpoint.save(manager, 0, state, {'config': config.to_dict()})
