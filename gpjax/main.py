@@ -15,7 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import segment, segment_study, study, train
+from gpjax import reproduce, segment, segment_study, study, train
 from gpjax.probes import attack, invariance, permutation, ranking
 from gpjax.validate import ConfigError, validate
 
@@ -30,6 +30,8 @@ JOBS.update(segment=segment.train_and_evaluate, rank=ranking.run, attack=attack.
             segment_study=segment_study.run_study)
 VALIDATORS.update(segment=segment.validate_config, rank=attack.validate_config,
                   attack=attack.validate_config, segment_study=segment_study.validate_study)
+JOBS.update(reproduce=reproduce.run)
+VALIDATORS.update(reproduce=reproduce.validate_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')

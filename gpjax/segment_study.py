@@ -8,7 +8,7 @@ resumes, so rerunning the command continues a killed study.
 
 import copy
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -84,11 +84,15 @@ def aggregate(per_seed: list[dict[str, Any]], n: int) -> tuple[dict[str, Any], s
   return table, '\n'.join(lines) + '\n', curves
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs every seed not finished yet; writes results.json, table.md and curves.png."""
+def run_study(config: ml_collections.ConfigDict, workdir: str,
+              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+  """Runs every seed not finished yet; writes results.json, table.md and curves.png.
+  ``progress(name, i, n)`` is called before each seed."""
   validate_study(config)
   per_seed = []
   for seed in range(config.study.seeds):
+    if progress:
+      progress(f'seed{seed}', seed, config.study.seeds)
     run, probe = _seed_configs(config, workdir, seed)
     if not os.path.exists(os.path.join(probe.source.workdir, 'results.json')):
       print(f'[seed {seed}] training', flush=True)

@@ -320,13 +320,13 @@ def validate_study(config: Any) -> None:
   _check_fields(config.evaluator.invariance, 'evaluator.invariance')
 
 
-def run_study(config: Any, workdir: str) -> dict[str, Any]:
+def run_study(config: Any, workdir: str, progress: Any = None) -> dict[str, Any]:
   """`gpjax.study.run_study` over ``study.sweep_field`` with `evaluate_run`, plus
   ``accuracy_vs_shift.png`` (the curves, mean over seeds, one per sweep value)."""
   from gpjax import study, writers
   validate_study(config)
   sweep = _sweep(config)
-  summary = study.run_study(config, workdir, sweep=sweep,
+  summary = study.run_study(config, workdir, progress, sweep=sweep,
                             evaluate=functools.partial(evaluate_run, config))
   if 'cells' not in summary:  # Preempted.
     return summary

@@ -1,0 +1,120 @@
+r"""The paper's findings from one command: three studies and a report with a verdict per claim.
+
+  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # ~15 min on 2 CPU cores
+  python -m gpjax.reproduce --suite=paper --workdir=runs/paper       # GPU/TPU, hours
+  python -m gpjax.main --config=configs/reproduce.py:quick --workdir=runs/reproduce  # the same
+
+Suites: ``micro`` (the end-to-end tests, a couple of minutes), ``quick`` (the built-in
+data at CPU size) and ``paper`` (ResNet-18 at width 64 on 96x96 canvases for 20 epochs,
+3 seeds, on CIFAR-10 when it is prepared in ``data_dir``, else on the built-in digits at
+32x32; DeepLabv3-ResNet50 on Cityscapes when prepared, else on the large street scenes).
+
+Each study is the config of its own job (configs/study.py, augshift_study.py,
+segmentation_study.py) resized here; ``claims`` holds the thresholds that turn the
+measured numbers into the report's verdicts. Writes REPORT.md, results.json (numbers,
+versions, device and ``claims``) and the figures in the workdir; a rerun skips finished
+experiments and runs, so a killed suite continues where it stopped.
+"""
+
+import ml_collections
+
+from configs import augshift_study
+from configs import segmentation
+from configs import segmentation_study
+from configs import study
+
+SUITES = ('micro', 'quick', 'paper')
+DESCRIPTIONS = {
+    'micro': 'a minute or two on a CPU: every study at toy size, for the end-to-end tests',
+    'quick': 'about 15 minutes on 2 CPU cores: the built-in data at CPU size',
+    'paper': "the paper's sizes on a GPU/TPU: CIFAR-10 and Cityscapes when prepared",
+}
+
+# Per suite: the location/semantic grid (paddings, seeds, steps), probe orderings,
+# AugShift lambdas, segmentation training steps and the attack's N.
+_SIZES = {
+    'micro': dict(paddings='zero', seeds=1, steps=12, probe_layers='4,5', orderings=4,
+                  weights='0,1', aug_seeds=1, aug_steps=12, seg_size='tiny', seg_seeds=1,
+                  counts='0,2,8', table_count=8),
+    'quick': dict(paddings='zero,circular,none', seeds=2, steps=200, probe_layers='1,2,3,4,5',
+                  orderings=16, weights='0,1', aug_seeds=2, aug_steps=200, seg_size='cpu',
+                  seg_seeds=2, seg_steps=200, counts='0,25,50,100', table_count=25),
+    'paper': dict(paddings='zero,circular,reflect,replicate,partial,none', seeds=3,
+                  probe_layers='1,2,3,4,5', orderings=1024, weights='0,0.1,1,10', aug_seeds=3,
+                  seg_size='gpu', seg_seeds=3, counts='0,25,50,100,200,400', table_count=100),
+}
+
+
+def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
+  if suite not in _SIZES:
+    raise ValueError(f'suite {suite!r} is not one of {SUITES}.')
+  z = _SIZES[suite]
+  size = 'gpu' if suite == 'paper' else 'cpu'
+  config = ml_collections.ConfigDict()
+  config.job = 'reproduce'  # What gpjax.main runs with this config (see gpjax.main.JOBS).
+  config.suite = suite  # Name written in the report.
+  config.data_dir = ''  # tfds data dir for every study; '' = the tfds default.
+  config.classification_data = (  # The first of these prepared in data_dir is used.
+      'cifar10,gpjax_digits' if suite == 'paper' else 'gpjax_digits')
+  config.segmentation_data = (  # The same for the segmentation study.
+      'cityscapes,gpjax_street/large' if suite == 'paper' else 'gpjax_street')
+
+  config.location = study.get_config(size)  # Claims 1-2: GAPNet vs PermuteNet, probes.
+  loc = config.location
+  loc.study.paddings = z['paddings']
+  loc.study.seeds = z['seeds']
+  loc.study.probe_layers = z['probe_layers']
+  loc.probe.probe.num_orderings = z['orderings']
+  if suite != 'paper':
+    loc.base.train.steps = z['steps']
+    loc.base.train.eval_every = z['steps']
+    loc.base.train.log_every = max(z['steps'] // 4, 1)
+  if suite == 'micro':
+    loc.base.model.width = 4
+    loc.base.data.image_size = 8  # The digits' own 8x8 scans: 24x24 canvases.
+    loc.base.train.batch_size = 16
+    loc.base.eval.batch_size = 300
+
+  config.augshift = augshift_study.get_config(size)  # Claim 3: AugShift vs the baseline.
+  aug = config.augshift
+  aug.study.sweep_values = z['weights']
+  aug.study.seeds = z['aug_seeds']
+  if suite != 'paper':
+    aug.base.train.steps = z['aug_steps']
+    aug.base.train.eval_every = z['aug_steps']
+    aug.base.train.log_every = max(z['aug_steps'] // 4, 1)
+  if suite == 'micro':
+    aug.base.model.width = 4
+    aug.base.data.image_size = 8
+    aug.base.train.batch_size = 8
+    aug.base.eval.batch_size = 300
+    aug.evaluator.invariance.num_pairs = 4
+    aug.evaluator.invariance.curve_points = 3
+    aug.evaluator.invariance.num_images = 60
+    aug.evaluator.invariance.readout_images = 300
+
+  config.segmentation = segmentation_study.get_config(  # Claim 4: ranking and the attack.
+      'gpu' if suite == 'paper' else 'cpu')
+  seg = config.segmentation
+  seg.study.seeds = z['seg_seeds']
+  seg.attack.attack.counts = z['counts']
+  seg.study.table_count = z['table_count']
+  if suite == 'micro':
+    with seg.unlocked():
+      seg.base = segmentation.get_config('tiny')
+    seg.attack.attack.random_draws = 2
+  elif suite == 'quick':
+    seg.base.train.steps = z['seg_steps']
+    seg.attack.attack.random_draws = 3
+
+  config.claims = ml_collections.ConfigDict()  # Thresholds of the verdicts (see REPORT.md).
+  config.claims.grid = 3  # Canvas grid whose cells the verdicts read.
+  config.claims.gap_location = 0.5  # GAPNet (zero padding) covers this share of chance..100%.
+  config.claims.permute_location = 0.2  # Location accuracy GAPNet minus PermuteNet, at least.
+  config.claims.permute_semantic = 0.1  # Semantic minus location retention, at least.
+  config.claims.augshift_weight = 1.0  # The lambda judged against lambda 0.
+  config.claims.augshift = 0.01  # Consistency gain over the baseline, at least.
+  config.claims.overall_attack = 2.0  # Top-N drop over random-N drop (whole image), at least.
+  config.claims.min_drop = 0.01  # mIoU drop the attacks must cause to count.
+  config.lock()
+  return config

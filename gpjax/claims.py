@@ -1,0 +1,130 @@
+"""The paper's claims as verdicts computed from the studies' numbers.
+
+Each ``judge_*`` takes a study's ``results.json`` summary and the thresholds of
+``config.claims`` (configs/reproduce.py) and returns ``{'holds': bool, 'evidence':
+{...}, 'rule': str}``: the numbers the verdict read and the rule, in words, that read
+them. Accuracies and mIoU are fractions.
+"""
+
+import math
+from typing import Any
+
+import ml_collections
+
+Claim = dict[str, Any]
+
+# Key -> the claim as the paper states it (the report's headings).
+STATEMENTS = {
+    'gap_location': 'A CNN with global average pooling still knows where the image is',
+    'permute_location': 'Position lives in channel order: permuting channels destroys location',
+    'permute_semantic': 'Semantics do not: permuting channels costs far less on classification',
+    'augshift': 'AugShift makes the output more translation-invariant',
+    'overall_attack': 'Zeroing the top-ranked position channels hurts segmentation more than '
+                      'zeroing random channels',
+    'region_attack': 'Zeroing left- (right-) specific channels hurts the left (right) half most',
+}
+
+
+def cell(summary: dict[str, Any], task: str, head: str, padding: str, grid: int,
+         sweep: Any = None) -> dict[str, Any]:
+  """The study cell of (task, head, padding, grid[, sweep value]); KeyError names it."""
+  for c in summary['cells']:
+    if (c['task'], c['head'], c['padding'], c['grid'], c.get('sweep')) == (
+        task, head, padding, grid, sweep):
+      return c
+  raise KeyError(f'the study has no cell task={task} head={head} padding={padding} '
+                 f'grid={grid}' + ('' if sweep is None else f' sweep={sweep}'))
+
+
+def _retention(permuted: float, full: float, chance: float) -> float:
+  """Share of the above-chance accuracy that PermuteNet keeps; nan unless GAPNet is at
+  least 10 points above chance (below that the share is noise over a tiny number)."""
+  return (permuted - chance) / (full - chance) if full - chance >= 0.1 else math.nan
+
+
+def judge_location(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dict[str, Claim]:
+  """gap_location, permute_location and permute_semantic from the location study."""
+  g = t.grid
+  gap, perm = (cell(summary, 'location', h, 'zero', g) for h in ('gapnet', 'permutenet'))
+  sem_gap, sem_perm = (cell(summary, 'semantic', h, 'zero', g) for h in ('gapnet', 'permutenet'))
+  chance = gap['chance']
+  needed = chance + t.gap_location * (1 - chance)
+  by_padding = {c['padding']: c['mean'] for c in summary['cells']
+                if (c['task'], c['head'], c['grid']) == ('location', 'gapnet', g)}
+  out = {'gap_location': dict(
+      holds=gap['mean'] >= needed,
+      rule=f'GAPNet (zero padding) location accuracy >= chance + {t.gap_location:g} x '
+           f'(1 - chance) = {needed:.3f}',
+      evidence=dict(accuracy=gap['mean'], std=gap['std'], seeds=len(gap['accuracies']),
+                    chance=chance, threshold=needed, gapnet_location_by_padding=by_padding))}
+  loc_drop = gap['mean'] - perm['mean']
+  out['permute_location'] = dict(
+      holds=loc_drop >= t.permute_location,
+      rule=f'GAPNet minus PermuteNet location accuracy (zero padding) >= {t.permute_location:g}',
+      evidence=dict(gapnet=gap['mean'], permutenet=perm['mean'], gapnet_std=gap['std'],
+                    permutenet_std=perm['std'], drop=loc_drop, chance=chance))
+  loc_kept = _retention(perm['mean'], gap['mean'], chance)
+  sem_kept = _retention(sem_perm['mean'], sem_gap['mean'], sem_gap['chance'])
+  margin = sem_kept - loc_kept
+  evidence = dict(semantic_gapnet=sem_gap['mean'], semantic_permutenet=sem_perm['mean'],
+                  semantic_drop=sem_gap['mean'] - sem_perm['mean'], location_drop=loc_drop,
+                  semantic_retention=sem_kept, location_retention=loc_kept,
+                  semantic_chance=sem_gap['chance'], location_chance=chance)
+  evidence.update({f'probe_{r["task"]}_layer{r["layer"]}_retained': r['retained']
+                   for r in summary.get('probes', []) if r['grid'] == g})
+  out['permute_semantic'] = dict(
+      holds=not math.isnan(margin) and margin >= t.permute_semantic,
+      rule='PermuteNet keeps a larger share of the above-chance accuracy on the semantic task '
+           f'than on the location task, by >= {t.permute_semantic:g} (share = (PermuteNet - '
+           'chance) / (GAPNet - chance))',
+      evidence=evidence)
+  return out
+
+
+def judge_augshift(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dict[str, Claim]:
+  """augshift: consistency of lambda = t.augshift_weight against lambda 0."""
+  base = next(c for c in summary['cells'] if c['sweep'] == 0)
+  aug = next(c for c in summary['cells'] if c['sweep'] == t.augshift_weight)
+
+  def numbers(c):
+    return {'test_accuracy': c['mean'], **{m: v['mean'] for m, v in c['metrics'].items()},
+            'consistency_std': c['metrics']['consistency']['std']}
+
+  gain = aug['metrics']['consistency']['mean'] - base['metrics']['consistency']['mean']
+  return {'augshift': dict(
+      holds=gain >= t.augshift,
+      rule=f'consistency with lambda = {t.augshift_weight:g} minus with lambda = 0 >= '
+           f'{t.augshift:g}',
+      evidence=dict(weight=t.augshift_weight, consistency_gain=gain, baseline=numbers(base),
+                    augshift=numbers(aug)))}
+
+
+def judge_attack(results: dict[str, Any], t: ml_collections.ConfigDict) -> dict[str, Claim]:
+  """overall_attack and region_attack from the segmentation study's table at N."""
+  mean = {row: v['mean'] for row, v in results['table'].items()}
+  clean = mean['clean']
+
+  def drop(row, region):
+    return clean[region] - mean[row][region]
+
+  top, rand = drop('top-N overall', 'whole'), drop('random N', 'whole')
+  n = results['table_count']
+  overall = dict(
+      holds=top >= t.min_drop and top >= t.overall_attack * max(rand, 0.0),
+      rule=f'whole-image mIoU drop of top-N overall >= {t.min_drop:g} and >= '
+           f'{t.overall_attack:g} x the drop of random N (N = {n})',
+      evidence=dict(n=n, num_channels=results['num_channels'], clean=clean['whole'],
+                    top_overall=mean['top-N overall']['whole'], random=mean['random N']['whole'],
+                    top_drop=top, random_drop=rand))
+  left = drop('top-N left', 'left') - drop('top-N left', 'right')
+  right = drop('top-N right', 'right') - drop('top-N right', 'left')
+  region = dict(
+      holds=left >= t.min_drop and right >= t.min_drop,
+      rule=f'top-N left lowers left-half mIoU more than right-half mIoU by >= {t.min_drop:g}, '
+           'and top-N right the reverse',
+      evidence=dict(n=n, left_attack_left_drop=drop('top-N left', 'left'),
+                    left_attack_right_drop=drop('top-N left', 'right'),
+                    right_attack_right_drop=drop('top-N right', 'right'),
+                    right_attack_left_drop=drop('top-N right', 'left'),
+                    left_margin=left, right_margin=right))
+  return {'overall_attack': overall, 'region_attack': region}

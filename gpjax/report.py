@@ -1,0 +1,178 @@
+"""REPORT.md and summary.png of a reproduction suite (``gpjax.reproduce``).
+
+The report reads only the suite's ``results.json`` dict and the studies' own
+``table.md`` files and figures, so every number in it is one that a command wrote.
+"""
+
+import os
+from typing import Any
+
+import numpy as np
+
+from gpjax import claims as claims_lib
+
+# Claim -> (study whose table and figures back it, its figures).
+SECTIONS = {
+    'gap_location': ('location', ('accuracy.png',)),
+    'permute_location': ('location', ()),
+    'permute_semantic': ('location', ()),
+    'augshift': ('augshift', ('metrics.png', 'accuracy_vs_shift.png')),
+    'overall_attack': ('segmentation', ('curves.png',)),
+    'region_attack': ('segmentation', ()),
+}
+
+
+def _pct(x: float | None) -> str:
+  return 'n/a' if x is None else f'{100 * x:.1f}%'
+
+
+def headline(key: str, e: dict[str, Any]) -> str:
+  """The numbers behind one verdict, in one sentence."""
+  if key == 'gap_location':
+    return (f'GAPNet, zero padding: {_pct(e["accuracy"])} ± {_pct(e["std"])} location accuracy '
+            f'over {e["seeds"]} seeds (chance {_pct(e["chance"])}, threshold '
+            f'{_pct(e["threshold"])}).')
+  if key == 'permute_location':
+    return (f'Location accuracy GAPNet {_pct(e["gapnet"])} vs PermuteNet {_pct(e["permutenet"])}'
+            f': a drop of {100 * e["drop"]:.1f} points (chance {_pct(e["chance"])}).')
+  if key == 'permute_semantic':
+    return (f'PermuteNet keeps {_pct(e["semantic_retention"])} of the above-chance semantic '
+            f'accuracy ({_pct(e["semantic_permutenet"])} vs GAPNet {_pct(e["semantic_gapnet"])}) '
+            f'and {_pct(e["location_retention"])} of the location accuracy; drops '
+            f'{100 * e["semantic_drop"]:.1f} vs {100 * e["location_drop"]:.1f} points.')
+  if key == 'augshift':
+    b, a = e['baseline'], e['augshift']
+    return (f'lambda = {e["weight"]:g} vs 0: consistency {_pct(a["consistency"])} vs '
+            f'{_pct(b["consistency"])} (gain {100 * e["consistency_gain"]:+.1f} points), location '
+            f'readout {_pct(a["readout_accuracy"])} vs {_pct(b["readout_accuracy"])}, latent '
+            f'distance {a["latent_distance"]:.3f} vs {b["latent_distance"]:.3f}, test accuracy '
+            f'{_pct(a["test_accuracy"])} vs {_pct(b["test_accuracy"])}.')
+  if key == 'overall_attack':
+    return (f'N = {e["n"]} of {e["num_channels"]} channels: whole-image mIoU {e["clean"]:.3f} '
+            f'clean, {e["top_overall"]:.3f} top-N overall (drop {e["top_drop"]:.3f}), '
+            f'{e["random"]:.3f} random N (drop {e["random_drop"]:.3f}).')
+  return (f'N = {e["n"]}: top-N left drops left/right mIoU by {e["left_attack_left_drop"]:.3f}/'
+          f'{e["left_attack_right_drop"]:.3f}; top-N right drops right/left by '
+          f'{e["right_attack_right_drop"]:.3f}/{e["right_attack_left_drop"]:.3f}.')
+
+
+def verdict(claim: dict[str, Any]) -> str:
+  return 'holds' if claim['holds'] else 'does not hold'
+
+
+def write_report(workdir: str, results: dict[str, Any]) -> str:
+  """Writes workdir/REPORT.md (and summary.png) from a suite's results; returns the path."""
+  save_summary_figure(os.path.join(workdir, 'summary.png'), results)
+  claims, timing = results['claims'], results['timing_seconds']
+  v = results['versions']
+  lines = [
+      f'# Reproduction report: the `{results["suite"]}` suite', '',
+      f'Made by `{results["command"]}` on {results["device"]["description"]}, JAX '
+      f'{v["jax"]}, Flax {v["flax"]}, Python {v["python"]}. Wall time '
+      f'{_duration(results["wall_seconds"])} (' + ', '.join(
+          f'{k} {_duration(s)}' for k, s in timing.items()) + '), each study timed in the run '
+      'that finished it.', '',
+      f'Data: {results["data"]["classification"]} (location and semantic tasks, AugShift), '
+      f'{results["data"]["segmentation"]} (segmentation). Every number below was computed by '
+      'this command; the verdicts apply the rules stated under each claim to them '
+      '(thresholds: `config.claims` in configs/reproduce.py).', '',
+      '![summary](summary.png)', '',
+      '| claim | verdict | numbers |', '|---|---|---|']
+  for key, claim in claims.items():
+    lines.append(f'| `{key}`: {claims_lib.STATEMENTS[key]} | **{verdict(claim)}** | '
+                 f'{headline(key, claim["evidence"])} |')
+  shown = set()
+  for i, (key, claim) in enumerate(claims.items(), 1):
+    study, figures = SECTIONS[key]
+    lines += ['', f'## {i}. {claims_lib.STATEMENTS[key]} (`{key}`)', '',
+              f'**Verdict: {verdict(claim)}.** {headline(key, claim["evidence"])}', '',
+              f'Rule: {claim["rule"]}.']
+    if study not in shown:
+      shown.add(study)
+      with open(os.path.join(workdir, study, 'table.md')) as f:
+        table = f.read().strip()
+      lines += ['', table, '', 'Command (the suite runs exactly this study in '
+                f'`{study}/`; rerunning it there skips the finished runs):', '', '```',
+                results['study_commands'][study], '```']
+    else:
+      lines += ['', f'The table is under claim {_first(claims, study)} above.']
+    lines += [''] + [f'![{study} {name}]({study}/{name})' for name in figures]
+  path = os.path.join(workdir, 'REPORT.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines).rstrip() + '\n')
+  return path
+
+
+def _first(claims: dict[str, Any], study: str) -> int:
+  return 1 + next(i for i, k in enumerate(claims) if SECTIONS[k][0] == study)
+
+
+def _duration(seconds: float) -> str:
+  m, s = divmod(int(round(seconds)), 60)
+  return f'{m} min {s} s' if m else f'{s} s'
+
+
+def save_summary_figure(path: str, results: dict[str, Any]) -> None:
+  """Four panels: GAPNet vs PermuteNet per task, probe retention per layer, AugShift's
+  invariance measures per lambda, and mIoU vs N for top-N overall and random N."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  loc, aug, seg = (results['experiments'][k] for k in ('location', 'augshift', 'segmentation'))
+  g = results['config']['claims']['grid']
+  fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+
+  ax = axes[0]
+  for j, head in enumerate(('gapnet', 'permutenet')):
+    cells = [claims_lib.cell(loc, t, head, 'zero', g) for t in ('location', 'semantic')]
+    ax.bar(np.arange(2) + (j - 0.5) * 0.38, [100 * c['mean'] for c in cells], 0.38,
+           yerr=[100 * c['std'] for c in cells], capsize=3, label=head)
+    for i, c in enumerate(cells):
+      ax.hlines(100 * c['chance'], i - 0.4, i + 0.4, colors='gray', linestyles='--', lw=1)
+  ax.set_xticks(range(2), ['location', 'semantic'])
+  ax.set_ylim(0, 100)
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_title('zero padding, chance dashed', fontsize=9)
+  ax.legend(fontsize=8)
+
+  ax = axes[1]
+  for task in ('location', 'semantic'):
+    rows = sorted((r['layer'], r['retained']) for r in loc.get('probes', [])
+                  if r['task'] == task and r['grid'] == g)
+    if rows:
+      ax.plot(*zip(*[(l, 100 * k) for l, k in rows]), 'o-', label=task)
+  ax.set_xlabel('layer of the random channel orderings (5 = pooled)')
+  ax.set_ylabel('accuracy kept (%)')
+  ax.set_ylim(0, 105)
+  ax.set_title('unpermuted network, random orderings', fontsize=9)
+  ax.legend(fontsize=8)
+
+  ax = axes[2]
+  cells = sorted(aug['cells'], key=lambda c: c['sweep'])
+  x = np.arange(len(cells))
+  for j, metric in enumerate(('consistency', 'readout_accuracy')):
+    ax.bar(x + (j - 0.5) * 0.38, [100 * c['metrics'][metric]['mean'] for c in cells], 0.38,
+           yerr=[100 * c['metrics'][metric]['std'] for c in cells], capsize=3, label=metric)
+  ax.set_xticks(x, [f'lambda={c["sweep"]:g}' for c in cells])
+  ax.set_ylim(0, 105)
+  ax.set_ylabel('%')
+  ax.set_title('AugShift: shift consistency, location readout', fontsize=9)
+  ax.legend(fontsize=8)
+
+  ax = axes[3]
+  curves = seg['curves']
+  ax.plot(curves['counts'], curves['top_overall']['whole'], 'o-', color='C3', label='top-N overall')
+  mean = np.asarray(curves['random']['whole']['mean'])
+  if mean.size:
+    std = np.asarray(curves['random']['whole']['std'])
+    ax.plot(curves['counts'], mean, 's--', color='gray', label='random N')
+    ax.fill_between(curves['counts'], mean - std, mean + std, color='gray', alpha=0.25)
+  ax.set_xlabel(f'N zeroed channels of {seg["num_channels"]}')
+  ax.set_ylabel('whole-image mIoU')
+  ax.set_title('segmentation attack', fontsize=9)
+  ax.legend(fontsize=8)
+  fig.suptitle(f'{results["suite"]} suite: ' + ', '.join(
+      f'{k} {verdict(c)}' for k, c in results['claims'].items()), fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

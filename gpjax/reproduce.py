@@ -1,0 +1,302 @@
+r"""The paper's findings from one command: runs a suite of studies and writes REPORT.md.
+
+  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # ~15 min, 2 CPU cores
+  python -m gpjax.reproduce --suite=paper --workdir=runs/paper --data_dir=~/tensorflow_datasets
+
+A suite (configs/reproduce.py) is three studies, each the config of its own job:
+``location`` (GAPNet vs PermuteNet over tasks and paddings, and permutation probes of
+unpermuted networks at layers 1..5), ``augshift`` (lambda 0 vs AugShift, invariance
+measured) and ``segmentation`` (DeepLabv3, channel ranking, overall and region attacks).
+Each writes into ``workdir/<study>``; a study whose results.json exists is skipped and
+an unfinished one resumes run by run, so rerunning a killed suite continues it. Then
+`gpjax.claims` turns the numbers into one verdict per claim, and ``results.json``
+(numbers, versions, device, ``claims``), ``REPORT.md`` and ``summary.png`` are written.
+"""
+
+import copy
+import importlib.metadata
+import itertools
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from typing import Any, Callable
+
+import ml_collections
+import tqdm
+
+from configs import reproduce as suites
+from gpjax import claims as claims_lib
+from gpjax import report, segment_study, study, writers
+from gpjax.probes import invariance
+from gpjax.validate import ConfigError
+
+EXPERIMENTS = ('location', 'augshift', 'segmentation')
+# Study -> (runner(config, workdir, progress), validator, config file it resizes).
+_STUDIES = {
+    'location': (study.run_study, study.validate_study, 'configs/study.py'),
+    'augshift': (invariance.run_study, invariance.validate_study, 'configs/augshift_study.py'),
+    'segmentation': (segment_study.run_study, segment_study.validate_study,
+                     'configs/segmentation_study.py'),
+}
+_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
+             'tensorflow-datasets', 'gpjax')
+
+
+def _list(field: str, text: str) -> list[str]:
+  items = [s.strip() for s in text.split(',') if s.strip()]
+  if not items:
+    raise ConfigError(f'config.{field}={text!r} is empty; give a comma-separated list.')
+  return items
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the suite's own fields, what the verdicts read, and every study's config."""
+  if config.suite not in suites.SUITES:
+    raise ConfigError(f'config.suite={config.suite!r} is not allowed; choose one of '
+                      f'{suites.SUITES}.')
+  _list('classification_data', config.classification_data)
+  _list('segmentation_data', config.segmentation_data)
+  for name in EXPERIMENTS:
+    try:
+      _STUDIES[name][1](config[name])
+    except ConfigError as e:
+      raise ConfigError(str(e).replace('config.', f'config.{name}.')) from None
+  s, t = config.location.study, config.claims
+  needed = {'tasks': ('location', 'semantic'), 'heads': ('gapnet', 'permutenet'),
+            'paddings': ('zero',), 'grids': (str(t.grid),)}
+  for field, values in needed.items():
+    missing = [v for v in values if v not in _list(f'location.study.{field}', s[field])]
+    if missing:
+      raise ConfigError(f'config.location.study.{field}={s[field]!r} lacks {missing}: the '
+                        'verdicts read them (config.claims).')
+  weights = [float(w) for w in _list('augshift.study.sweep_values',
+                                     config.augshift.study.sweep_values)]
+  for w, why in ((0.0, 'the baseline'), (t.augshift_weight, 'config.claims.augshift_weight')):
+    if w not in weights:
+      raise ConfigError(f'config.augshift.study.sweep_values={config.augshift.study.sweep_values!r}'
+                        f' lacks {w:g} ({why}).')
+
+
+def _first_prepared(field: str, names: list[str], load: Callable[[str], Any]) -> str:
+  """The first data set of ``names`` that ``load`` opens."""
+  from gpjax.data.input_pipeline import DatasetNotPreparedError
+  for name in names:
+    try:
+      load(name)
+      return name
+    except DatasetNotPreparedError:
+      print(f'{field}: {name} is not prepared, trying the next one', flush=True)
+  raise ConfigError(f'config.{field}={",".join(names)!r}: none of these is prepared in the '
+                    'data dir; end the list with a built-in set.')
+
+
+def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` whose studies read the first prepared data sets of the lists."""
+  from gpjax.data import input_pipeline, segmentation
+  data_dir = config.data_dir or None
+  classification = _first_prepared(
+      'classification_data', _list('classification_data', config.classification_data),
+      lambda n: input_pipeline.load_source(n, 'train', data_dir=data_dir))
+  segmentation_set = _first_prepared(
+      'segmentation_data', _list('segmentation_data', config.segmentation_data),
+      lambda n: segmentation.load_segmentation(n, 'train', data_dir=data_dir))
+  resolved = copy.deepcopy(config)
+  for name in ('location', 'augshift'):
+    resolved[name].base.data.name = classification
+    resolved[name].base.data.data_dir = config.data_dir
+  data = resolved.segmentation.base.data
+  data.name, data.data_dir = segmentation_set, config.data_dir
+  if segmentation_set.startswith('cityscapes'):  # The official training crops and flips.
+    data.crop_height = data.crop_width = 513
+    data.flip = True
+  return resolved
+
+
+def _flat(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+  return out
+
+
+def study_command(name: str, config: ml_collections.ConfigDict, suite: str, workdir: str) -> str:
+  """The gpjax.main command that runs study ``name`` exactly as the suite does."""
+  file = _STUDIES[name][2]
+  size = 'gpu' if suite == 'paper' else 'cpu'
+  module = {'location': suites.study, 'augshift': suites.augshift_study,
+            'segmentation': suites.segmentation_study}[name]
+  default = _flat(module.get_config(size).to_dict())
+  changed = {k: v for k, v in _flat(config.to_dict()).items() if default.get(k) != v}
+  return ' '.join([f'python -m gpjax.main --config={file}' + (':gpu' if size == 'gpu' else ''),
+                   f'--workdir={shlex.quote(os.path.join(workdir, name))}'] +
+                  [f'--config.{k}={shlex.quote(str(v))}' for k, v in changed.items()])
+
+
+def _check_same_suite(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to mix two different suite configs in one workdir."""
+  path = os.path.join(workdir, 'suite_config.json')
+  if not os.path.exists(path):
+    writers.write_json(path, config.to_dict())
+    return
+  old, new = _flat(writers.read_json(path)), _flat(config.to_dict())
+  changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+  if changed:
+    raise ConfigError(f'{workdir} holds a suite run with other settings ({", ".join(changed[:3])}'
+                      f'{", ..." if len(changed) > 3 else ""} differ); use a new workdir.')
+
+
+def _units(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Training runs (segmentation: seeds) of each study, for the progress bar."""
+  return {'location': len(study.run_configs(config.location)),
+          'augshift': len(study.run_configs(config.augshift, invariance._sweep(config.augshift))),
+          'segmentation': config.segmentation.study.seeds}
+
+
+class _Progress:
+  """One bar over every training run of the suite; its label names the current run."""
+
+  def __init__(self, units: dict[str, int]):
+    self.units = units
+    self.offsets = dict(zip(units, itertools.accumulate([0, *units.values()])))
+    self.bar = tqdm.tqdm(total=sum(units.values()), desc='suite', unit='run', position=0,
+                         dynamic_ncols=True, disable=None)
+
+  def callback(self, name: str) -> Callable[[str, int, int], None]:
+    def update(run: str, i: int, n: int) -> None:
+      self.bar.n = self.offsets[name] + i
+      self.bar.set_description(f'{name}: {run}')
+    return update
+
+  def done(self, name: str) -> None:
+    self.bar.n = self.offsets[name] + self.units[name]
+    self.bar.set_description(f'{name}: done')
+
+
+def _finite(x: Any) -> Any:
+  """NaN/inf -> None, so results.json stays strict JSON."""
+  if isinstance(x, dict):
+    return {k: _finite(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite(v) for v in x]
+  return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _environment() -> tuple[dict[str, str], dict[str, Any]]:
+  import jax
+  versions = {'python': platform.python_version()}
+  for package in _PACKAGES:
+    try:
+      versions[package.replace('-', '_')] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package.replace('-', '_')] = None
+  d = jax.devices()
+  kind = d[0].device_kind
+  description = (f'{len(d)} x {kind}' + (f' ({os.cpu_count()} CPU cores)'
+                                          if d[0].platform == 'cpu' else ''))
+  return versions, {'platform': d[0].platform, 'kind': kind, 'count': len(d),
+                    'processes': jax.process_count(), 'cpu_cores': os.cpu_count(),
+                    'description': description}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = None
+        ) -> dict[str, Any]:
+  """Runs every study of the suite not finished yet, then judges the claims and writes
+  results.json, REPORT.md and summary.png. Returns the results (or the preemption)."""
+  import jax
+  validate_config(config)
+  lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if not jax.config.jax_compilation_cache_dir:  # Seeds and reruns reuse compiled programs.
+    jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  if lead:
+    _check_same_suite(config, workdir)
+  resolved = resolve_data(config)
+  timing_path = os.path.join(workdir, 'timing.json')
+  timing = writers.read_json(timing_path) if os.path.exists(timing_path) else {}
+  units = _units(resolved)
+  print(f'Suite {config.suite}: ' + ', '.join(f'{n} {u} runs' for n, u in units.items()) +
+        f'; finished studies are skipped.', flush=True)
+  progress = _Progress(units)
+  for name in EXPERIMENTS:
+    out = os.path.join(workdir, name)
+    if os.path.exists(os.path.join(out, 'results.json')):
+      tqdm.tqdm.write(f'{name}: finished earlier, skipped')
+    else:
+      start = time.perf_counter()
+      result = _STUDIES[name][0](resolved[name], out, progress.callback(name))
+      if 'preempted_at_step' in result:
+        progress.bar.close()
+        return result
+      timing[name] = time.perf_counter() - start
+      if lead:
+        writers.write_json(timing_path, timing)
+    progress.done(name)
+  progress.bar.close()
+
+  experiments = {n: writers.read_json(os.path.join(workdir, n, 'results.json'))
+                 for n in EXPERIMENTS}
+  t = config.claims
+  claims = {**claims_lib.judge_location(experiments['location'], t),
+            **claims_lib.judge_augshift(experiments['augshift'], t),
+            **claims_lib.judge_attack(experiments['segmentation'], t)}
+  versions, device = _environment()
+  results = _finite({
+      'suite': config.suite,
+      'command': command or (f'python -m gpjax.reproduce --suite={config.suite} '
+                             f'--workdir={shlex.quote(workdir)}'),
+      'wall_seconds': sum(timing.get(n, 0.0) for n in EXPERIMENTS),
+      'timing_seconds': {n: timing.get(n, 0.0) for n in EXPERIMENTS},
+      'versions': versions, 'device': device,
+      'data': {'classification': resolved.location.base.data.name,
+               'segmentation': resolved.segmentation.base.data.name},
+      'claims': claims,
+      'study_commands': {n: study_command(n, resolved[n], config.suite, workdir)
+                         for n in EXPERIMENTS},
+      'experiments': experiments, 'config': config.to_dict()})
+  if lead:
+    writers.write_json(os.path.join(workdir, 'results.json'), results)
+    path = report.write_report(workdir, results)
+    width = max(map(len, claims))
+    print('\n'.join(f'{k:<{width}}  {report.verdict(c)}' for k, c in claims.items()) +
+          f'\nReport: {path}', flush=True)
+  return results
+
+
+def main(argv: list[str]) -> None:
+  from absl import flags
+  FLAGS = flags.FLAGS
+  if len(argv) > 1:
+    sys.exit(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.suite not in suites.SUITES:
+    sys.exit(f'Bad flag: --suite={FLAGS.suite!r} is not a suite. Suites:\n' + '\n'.join(
+        f'  {s:<6} {suites.DESCRIPTIONS[s]}' for s in suites.SUITES))
+  config = suites.get_config(FLAGS.suite)
+  config.data_dir = FLAGS.data_dir
+  script = os.path.basename(sys.argv[0]) == 'gpjax-reproduce'
+  command = ('gpjax-reproduce ' if script else 'python -m gpjax.reproduce ') + shlex.join(
+      sys.argv[1:])
+  try:
+    run(config, FLAGS.workdir, command)
+  except ConfigError as e:
+    sys.exit(f'Bad config: {e}')
+  except FloatingPointError as e:  # A diverged run: the message names the step.
+    sys.exit(f'Stopped: {e}')
+
+
+def cli() -> None:
+  """Entry point of ``python -m gpjax.reproduce`` and the ``gpjax-reproduce`` script."""
+  from absl import app, flags, logging
+  flags.DEFINE_string('suite', None, f'Which suite: one of {", ".join(suites.SUITES)}.')
+  flags.DEFINE_string('workdir', None, 'Directory for the studies, REPORT.md and results.json.')
+  flags.DEFINE_string('data_dir', '', 'tfds data dir (CIFAR-10, Cityscapes); "" = the default.')
+  flags.mark_flags_as_required(['workdir'])
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  app.run(main)
+
+
+if __name__ == '__main__':
+  cli()

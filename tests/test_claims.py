@@ -1,0 +1,110 @@
+"""Verdicts of gpjax/claims.py on hand-made study summaries: each flips at its threshold."""
+
+import math
+
+import pytest
+
+from configs import reproduce
+from gpjax import claims
+
+
+def _thresholds():
+  return reproduce.get_config('micro').claims
+
+
+def _cell(task, head, mean, padding='zero', std=0.0, grid=3, chance=None):
+  chance = chance if chance is not None else (1 / grid ** 2 if task == 'location' else 0.1)
+  return dict(task=task, head=head, padding=padding, grid=grid, mean=mean, std=std,
+              accuracies=[mean - std, mean + std], chance=chance)
+
+
+def _location(gap_loc, perm_loc, gap_sem, perm_sem, circular=0.12):
+  return {'cells': [_cell('location', 'gapnet', gap_loc), _cell('location', 'permutenet', perm_loc),
+                    _cell('semantic', 'gapnet', gap_sem), _cell('semantic', 'permutenet', perm_sem),
+                    _cell('location', 'gapnet', circular, padding='circular')],
+          'probes': [dict(task='location', grid=3, layer=5, retained=0.1)]}
+
+
+def test_location_claims_on_the_papers_numbers():
+  """GAPNet 100% location; PermuteNet 78% location, 80% vs 90% semantic (the public summary)."""
+  out = claims.judge_location(_location(1.0, 0.78, 0.90, 0.80), _thresholds())
+  assert out['gap_location']['holds'] and out['permute_location']['holds']
+  assert out['permute_semantic']['holds']
+  e = out['permute_semantic']['evidence']
+  assert e['location_retention'] == pytest.approx((0.78 - 1 / 9) / (1 - 1 / 9))
+  assert e['semantic_retention'] == pytest.approx(0.7 / 0.8)
+  assert e['probe_location_layer5_retained'] == 0.1
+  assert out['gap_location']['evidence']['gapnet_location_by_padding'] == {
+      'zero': 1.0, 'circular': 0.12}
+
+
+@pytest.mark.parametrize('gap, holds', [(0.55, False), (0.56, True)])
+def test_gap_location_threshold(gap, holds):
+  """Threshold: chance + 0.5 (1 - chance) = 5/9 = 0.5556 at g = 3."""
+  out = claims.judge_location(_location(gap, 0.1, 0.9, 0.8), _thresholds())
+  assert out['gap_location']['holds'] is holds
+  assert out['gap_location']['evidence']['threshold'] == pytest.approx(5 / 9)
+
+
+@pytest.mark.parametrize('perm, holds', [(0.81, False), (0.79, True)])
+def test_permute_location_threshold(perm, holds):
+  assert claims.judge_location(_location(1.0, perm, 0.9, 0.8),
+                               _thresholds())['permute_location']['holds'] is holds
+
+
+def test_permute_semantic_fails_when_both_tasks_lose_alike():
+  """The CPU study's numbers: both tasks keep ~13% of their above-chance accuracy."""
+  out = claims.judge_location(_location(1.0, 0.232, 0.917, 0.222), _thresholds())
+  assert not out['permute_semantic']['holds']
+  assert out['permute_location']['holds']
+
+
+def test_permute_semantic_undefined_near_chance():
+  """A GAPNet within 10 points of chance on the semantic task leaves the share undefined."""
+  out = claims.judge_location(_location(1.0, 0.2, 0.15, 0.3), _thresholds())
+  assert math.isnan(out['permute_semantic']['evidence']['semantic_retention'])
+  assert not out['permute_semantic']['holds']
+
+
+def test_missing_cell_is_named():
+  summary = _location(1.0, 0.2, 0.9, 0.8)
+  summary['cells'] = summary['cells'][1:]
+  with pytest.raises(KeyError, match='task=location head=gapnet padding=zero grid=3'):
+    claims.judge_location(summary, _thresholds())
+
+
+def _augshift(base, aug):
+  def cell(weight, consistency):
+    metrics = {m: {'mean': 0.5, 'std': 0.0} for m in ('readout_accuracy', 'latent_distance',
+                                                       'shifted_accuracy')}
+    metrics['consistency'] = {'mean': consistency, 'std': 0.01}
+    return dict(sweep=weight, mean=0.7, metrics=metrics)
+  return {'cells': [cell(0.0, base), cell(1.0, aug), cell(10.0, 0.99)]}
+
+
+@pytest.mark.parametrize('aug, holds', [(0.805, False), (0.815, True)])
+def test_augshift_reads_the_configured_lambda(aug, holds):
+  """Judged at claims.augshift_weight = 1 (lambda 10's 0.99 is ignored); gain >= 0.01."""
+  out = claims.judge_augshift(_augshift(0.80, aug), _thresholds())['augshift']
+  assert out['holds'] is holds
+  assert out['evidence']['consistency_gain'] == pytest.approx(aug - 0.80)
+  assert out['evidence']['augshift']['consistency'] == aug
+
+
+def _segmentation(clean, top, rand, left, right):
+  row = lambda whole, l, r: {'mean': {'whole': whole, 'left': l, 'center': whole, 'right': r}}
+  return {'table_count': 25, 'num_channels': 256,
+          'table': {'clean': row(clean, clean, clean), 'top-N overall': row(top, top, top),
+                    'random N': row(rand, rand, rand), 'top-N left': row(clean, *left),
+                    'top-N right': row(clean, *right)}}
+
+
+def test_attack_claims():
+  t = _thresholds()
+  holds = claims.judge_attack(_segmentation(0.5, 0.4, 0.48, (0.4, 0.49), (0.48, 0.42)), t)
+  assert holds['overall_attack']['holds'] and holds['region_attack']['holds']
+  assert holds['overall_attack']['evidence']['top_drop'] == pytest.approx(0.1)
+  assert holds['region_attack']['evidence']['left_margin'] == pytest.approx(0.09)
+  # Top-N only 1.5x the random drop; the right attack hurts the left half more.
+  fails = claims.judge_attack(_segmentation(0.5, 0.47, 0.48, (0.4, 0.49), (0.45, 0.48)), t)
+  assert not fails['overall_attack']['holds'] and not fails['region_attack']['holds']

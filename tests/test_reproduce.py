@@ -1,0 +1,187 @@
+"""gpjax.reproduce end to end: the micro suite, killed midway and rerun, and its report."""
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import reproduce as suites
+from gpjax import claims, reproduce, writers
+from gpjax.validate import ConfigError
+
+CLAIMS = ('gap_location', 'permute_location', 'permute_semantic', 'augshift', 'overall_attack',
+          'region_attack')
+
+
+def _command(workdir, data_dir):
+  return [sys.executable, '-m', 'gpjax.reproduce', '--suite=micro', f'--workdir={workdir}',
+          f'--data_dir={data_dir}']
+
+
+def _wait_for(path, proc, timeout=600):
+  start = time.time()
+  while not os.path.exists(path):
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    assert time.time() - start < timeout, f'{path} did not appear'
+    time.sleep(0.2)
+
+
+@pytest.fixture(scope='module')
+def suite(tmp_path_factory, env):
+  """The micro suite killed (SIGKILL) after its first AugShift run, then rerun to the end.
+  Returns (workdir, rerun output, mtimes of results written before the kill)."""
+  workdir = tmp_path_factory.mktemp('reproduce') / 'micro'
+  data_dir = tmp_path_factory.mktemp('reproduce_tfds')
+  proc = subprocess.Popen(_command(workdir, data_dir), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  first = workdir / 'augshift' / 'runs' / 'semantic_linear_zero_g3_weight0_s0'
+  _wait_for(first / 'invariance' / 'results.json', proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  assert not (workdir / 'results.json').exists()  # Killed before the end.
+  before = {p: os.path.getmtime(p) for p in (workdir / 'location' / 'results.json',
+                                            first / 'results.json')}
+  rerun = subprocess.run(_command(workdir, data_dir), env=env, capture_output=True, text=True,
+                         timeout=900)
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+  return workdir, rerun.stdout + rerun.stderr, before
+
+
+def test_rerun_skips_finished_work(suite):
+  workdir, output, before = suite
+  assert 'location: finished earlier, skipped' in output
+  for path, mtime in before.items():  # Neither rewritten nor retrained.
+    assert os.path.getmtime(path) == mtime, path
+  assert '] semantic_linear_zero_g3_weight0_s0' not in output  # Not trained again.
+  assert '] semantic_linear_zero_g3_weight1_s0' in output  # The unfinished run was.
+
+
+def test_results_json_is_complete(suite):
+  workdir, _, _ = suite
+  results = writers.read_json(workdir / 'results.json')
+  assert tuple(results['claims']) == CLAIMS
+  for key, claim in results['claims'].items():
+    assert isinstance(claim['holds'], bool), key
+    assert claim['evidence'] and claim['rule'], key
+  assert results['suite'] == 'micro'
+  assert results['versions']['jax'] and results['device']['platform'] == 'cpu'
+  assert results['data'] == {'classification': 'gpjax_digits', 'segmentation': 'gpjax_street'}
+  assert results['wall_seconds'] == pytest.approx(sum(results['timing_seconds'].values()))
+  assert all(results['timing_seconds'][k] > 0 for k in ('location', 'augshift', 'segmentation'))
+  # The verdicts are those the numbers give under the suite's thresholds.
+  t = suites.get_config('micro').claims
+  e = results['experiments']
+  again = {**claims.judge_location(e['location'], t), **claims.judge_augshift(e['augshift'], t),
+           **claims.judge_attack(e['segmentation'], t)}
+  assert {k: c['holds'] for k, c in again.items()} == {
+      k: c['holds'] for k, c in results['claims'].items()}
+  gap = claims.cell(e['location'], 'location', 'gapnet', 'zero', 3)
+  assert results['claims']['gap_location']['evidence']['accuracy'] == gap['mean']
+  run = writers.read_json(workdir / 'location' / 'runs' / 'location_gapnet_zero_g3_s0' /
+                          'results.json')
+  assert gap['mean'] == run['test_accuracy']  # One seed in the micro suite.
+
+
+def test_report_agrees_with_results(suite):
+  workdir, _, _ = suite
+  results = writers.read_json(workdir / 'results.json')
+  report = (workdir / 'REPORT.md').read_text()
+  for key, claim in results['claims'].items():
+    verdict = 'holds' if claim['holds'] else 'does not hold'
+    section = report.split(f'(`{key}`)\n', 1)[1].split('\n## ', 1)[0]
+    assert f'**Verdict: {verdict}.**' in section, key
+    assert re.search(rf'\| `{key}`: [^|]+\| \*\*{verdict}\*\* \|', report), key
+  gap = results['claims']['gap_location']['evidence']
+  assert f'{100 * gap["accuracy"]:.1f}% ± {100 * gap["std"]:.1f}% location accuracy' in report
+  cell = claims.cell(results['experiments']['location'], 'location', 'permutenet', 'zero', 3)
+  assert f'| zero | 3 | {100 * gap["accuracy"]:.1f} ± 0.0 (n=1) | {100 * cell["mean"]:.1f} ' in report
+  for command in results['study_commands'].values():
+    assert command in report
+  figures = re.findall(r'!\[[^]]*\]\(([^)]+)\)', report)
+  assert 'summary.png' in figures and 'location/accuracy.png' in figures
+  assert 'segmentation/curves.png' in figures and 'augshift/metrics.png' in figures
+  for figure in figures:
+    assert (workdir / figure).stat().st_size > 1000, figure
+  assert results['command'] in report
+
+
+def _apply_overrides(config, command):
+  """Sets each ``--config.a.b=v`` of a gpjax.main command on ``config`` (typed like the field)."""
+  for arg in shlex.split(command):
+    if arg.startswith('--config.'):
+      field, value = arg[len('--config.'):].split('=', 1)
+      *parents, leaf = field.split('.')
+      node = config
+      for p in parents:
+        node = node[p]
+      kind = type(node[leaf])
+      node[leaf] = (value == 'True') if kind is bool else kind(value)
+  return config
+
+
+def test_study_commands_rebuild_the_suites_studies(suite):
+  """Each printed gpjax.main command, applied to its config file, gives the study the suite ran."""
+  workdir, _, _ = suite
+  results = writers.read_json(workdir / 'results.json')
+  modules = {'location': suites.study, 'augshift': suites.augshift_study,
+             'segmentation': suites.segmentation_study}
+  config = suites.get_config('micro')
+  config.data_dir = results['config']['data_dir']
+  resolved = reproduce.resolve_data(config)
+  for name, module in modules.items():
+    rebuilt = _apply_overrides(module.get_config(), results['study_commands'][name])
+    assert rebuilt.to_dict() == resolved[name].to_dict(), name
+
+
+@pytest.mark.parametrize('entry', ['module', 'script'])
+def test_suite_flag_lists_the_suites(env, tmp_path, entry):
+  """``python -m gpjax.reproduce`` and the installed ``gpjax-reproduce`` script."""
+  script = os.path.join(os.path.dirname(sys.executable), 'gpjax-reproduce')
+  command = [sys.executable, '-m', 'gpjax.reproduce'] if entry == 'module' else [script]
+  out = subprocess.run(command + ['--suite=', '--workdir', str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert "--suite='' is not a suite" in out.stderr
+  for name in suites.SUITES:
+    assert f'  {name} ' in out.stderr
+
+
+def test_bad_suite_configs_name_the_field():
+  config = suites.get_config('micro')
+  config.location.study.paddings = 'circular'
+  with pytest.raises(ConfigError, match=r"config.location.study.paddings='circular' lacks \['zero'\]"):
+    reproduce.validate_config(config)
+  config = suites.get_config('micro')
+  config.claims.augshift_weight = 3.0
+  with pytest.raises(ConfigError, match=r'config.augshift.study.sweep_values=.* lacks 3'):
+    reproduce.validate_config(config)
+  config = suites.get_config('micro')
+  config.location.study.seeds = 0
+  with pytest.raises(ConfigError, match=r'config.location.study.seeds=0'):
+    reproduce.validate_config(config)
+  for name in suites.SUITES:
+    reproduce.validate_config(suites.get_config(name))
+
+
+def test_workdir_of_another_suite_is_refused(tmp_path):
+  reproduce._check_same_suite(suites.get_config('micro'), str(tmp_path))
+  reproduce._check_same_suite(suites.get_config('micro'), str(tmp_path))  # Same: fine.
+  with pytest.raises(ConfigError, match='holds a suite run with other settings'):
+    reproduce._check_same_suite(suites.get_config('quick'), str(tmp_path))
+
+
+def test_first_prepared_data_set():
+  from gpjax.data.input_pipeline import DatasetNotPreparedError
+
+  def load(name):
+    if name != 'gpjax_digits':
+      raise DatasetNotPreparedError(name)
+
+  assert reproduce._first_prepared('f', ['cifar10', 'gpjax_digits'], load) == 'gpjax_digits'
+  with pytest.raises(ConfigError, match="config.f='cifar10': none of these is prepared"):
+    reproduce._first_prepared('f', ['cifar10'], load)
