@@ -45,6 +45,20 @@ _SIZES = {
 }
 
 
+def _shorten(base: ml_collections.ConfigDict, suite: str, steps: int | None,
+             batch_size: int) -> None:
+  """Sets a study's training config to the suite's steps (micro: also toy widths)."""
+  if suite != 'paper':
+    base.train.steps = steps
+    base.train.eval_every = steps
+    base.train.log_every = max(steps // 4, 1)
+  if suite == 'micro':
+    base.model.width = 4
+    base.data.image_size = 8  # The digits' own 8x8 scans: 24x24 canvases.
+    base.train.batch_size = batch_size
+    base.eval.batch_size = 300
+
+
 def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   if suite not in _SIZES:
     raise ValueError(f'suite {suite!r} is not one of {SUITES}.')
@@ -65,29 +79,14 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   loc.study.seeds = z['seeds']
   loc.study.probe_layers = z['probe_layers']
   loc.probe.probe.num_orderings = z['orderings']
-  if suite != 'paper':
-    loc.base.train.steps = z['steps']
-    loc.base.train.eval_every = z['steps']
-    loc.base.train.log_every = max(z['steps'] // 4, 1)
-  if suite == 'micro':
-    loc.base.model.width = 4
-    loc.base.data.image_size = 8  # The digits' own 8x8 scans: 24x24 canvases.
-    loc.base.train.batch_size = 16
-    loc.base.eval.batch_size = 300
+  _shorten(loc.base, suite, z.get('steps'), batch_size=16)
 
   config.augshift = augshift_study.get_config(size)  # Claim 3: AugShift vs the baseline.
   aug = config.augshift
   aug.study.sweep_values = z['weights']
   aug.study.seeds = z['aug_seeds']
-  if suite != 'paper':
-    aug.base.train.steps = z['aug_steps']
-    aug.base.train.eval_every = z['aug_steps']
-    aug.base.train.log_every = max(z['aug_steps'] // 4, 1)
+  _shorten(aug.base, suite, z.get('aug_steps'), batch_size=8)  # Pairs: 16 canvases.
   if suite == 'micro':
-    aug.base.model.width = 4
-    aug.base.data.image_size = 8
-    aug.base.train.batch_size = 8
-    aug.base.eval.batch_size = 300
     aug.evaluator.invariance.num_pairs = 4
     aug.evaluator.invariance.curve_points = 3
     aug.evaluator.invariance.num_images = 60
