@@ -41,17 +41,33 @@ class Outcome:
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
+  """Whether to checkpoint and stop before the next step, on SIGTERM.
+
+  One process: SIGTERM sets a flag. Several (``jax.distributed``): JAX's preemption
+  service (its own SIGTERM handler, left in place) tells every process when any one
+  is signalled, and ``reached(step)`` turns true on all of them at the same step, so
+  they save one checkpoint together instead of waiting on a peer that left.
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._multi = jax.process_count() > 1
+    if not self._multi:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     self.requested = True
 
+  def reached(self, step: int) -> bool:
+    """Called after every step (``step`` = steps done) on every process."""
+    if self._multi:
+      from jax.experimental import multihost_utils
+      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._multi:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
@@ -91,7 +107,7 @@ def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
   bar = tqdm.tqdm(total=s.total, initial=start, desc=desc, disable=not lead, dynamic_ncols=True)
   try:
     for step in range(start + 1, s.total + 1):
-      if preemption.requested:
+      if preemption.reached(step - 1):
         _flush(pending, writer, bar, timer, s.batch_size)
         if step - 1 not in manager.all_steps():  # Orbax refuses to save a step twice.
           _check_finite(state, step - 1)

@@ -18,11 +18,14 @@ How close is honest, as measured here (micro config, 16x16 sources, seed 0):
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import jax
 import numpy as np
@@ -230,3 +233,32 @@ def test_two_processes_match_one(launched, one_device):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints', str(STEPS), 'state'))) == [
       '_METADATA', '_sharding', 'array_metadatas', 'commit_success.txt', 'd', 'manifest.ocdbt',
       'ocdbt.process_0', 'ocdbt.process_1']
+
+
+def test_sigterm_to_one_process_stops_both(data_dir, env, tmp_path):
+  """A preemption notice (SIGTERM) delivered to one of two processes: both save the same
+  checkpoint step together and exit 0, instead of one leaving and the other hanging."""
+  workdir, address = tmp_path / 'run', f'localhost:{free_port()}'
+  long_run = [f'--config.train.{k}={v}' for k, v in
+              dict(steps=1000, eval_every=1000, checkpoint_every=1000, log_every=1).items()]
+  two = [start([sys.executable, '-m', 'gpjax.main', *flags(workdir, data_dir), *long_run,
+                '--distributed', f'--coordinator_address={address}', '--num_processes=2',
+                f'--process_id={i}'], env) for i in range(2)]
+  try:
+    metrics = workdir / 'metrics.jsonl'
+    for _ in range(TIMEOUT * 5):  # Until a few steps are done.
+      if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+        break
+      assert all(p.poll() is None for p in two)
+      time.sleep(0.2)
+    two[1].send_signal(signal.SIGTERM)
+  finally:
+    finish(two)
+  saved = []
+  for p in two:
+    p.log.seek(0)
+    saved += re.findall(r'SIGTERM: saved a checkpoint at step (\d+)', p.log.read())
+  assert len(saved) == 2 and saved[0] == saved[1], saved
+  step = int(saved[0])
+  assert 3 <= step < 1000
+  assert int(checkpoint.restore_raw(str(workdir))['step']) == step
