@@ -14,6 +14,7 @@ from configs import reproduce as suites
 from gpjax import claims, reproduce, writers
 from gpjax.validate import ConfigError
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLAIMS = ('gap_location', 'permute_location', 'permute_semantic', 'augshift', 'overall_attack',
           'region_attack')
 
@@ -149,6 +150,17 @@ def test_suite_flag_lists_the_suites(env, tmp_path, entry):
   assert "--suite='' is not a suite" in out.stderr
   for name in suites.SUITES:
     assert f'  {name} ' in out.stderr
+
+
+def test_gpjax_main_runs_the_suite_config(env, tmp_path):
+  """configs/reproduce.py is also a gpjax.main job; its checks run before any work."""
+  out = subprocess.run([sys.executable, '-m', 'gpjax.main', '--config=configs/reproduce.py:micro',
+                        f'--workdir={tmp_path}', '--config.location.study.heads=gapnet'],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert ("Bad config: config.location.study.heads='gapnet' lacks ['permutenet']"
+          in out.stderr), out.stderr[-2000:]
+  assert not os.listdir(tmp_path)
 
 
 def test_bad_suite_configs_name_the_field():
