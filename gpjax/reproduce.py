@@ -151,7 +151,8 @@ def _check_same_suite(config: ml_collections.ConfigDict, workdir: str) -> None:
 def _units(config: ml_collections.ConfigDict) -> dict[str, int]:
   """Training runs (segmentation: seeds) of each study, for the progress bar."""
   return {'location': len(study.run_configs(config.location)),
-          'augshift': len(study.run_configs(config.augshift, invariance._sweep(config.augshift))),
+          'augshift': len(study.run_configs(config.augshift,
+                                            invariance.study_sweep(config.augshift))),
           'segmentation': config.segmentation.study.seeds}
 
 
@@ -219,23 +220,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
   timing = writers.read_json(timing_path) if os.path.exists(timing_path) else {}
   units = _units(resolved)
   print(f'Suite {config.suite}: ' + ', '.join(f'{n} {u} runs' for n, u in units.items()) +
-        f'; finished studies are skipped.', flush=True)
+        '; finished studies are skipped.', flush=True)
   progress = _Progress(units)
-  for name in EXPERIMENTS:
-    out = os.path.join(workdir, name)
-    if os.path.exists(os.path.join(out, 'results.json')):
-      tqdm.tqdm.write(f'{name}: finished earlier, skipped')
-    else:
-      start = time.perf_counter()
-      result = _STUDIES[name][0](resolved[name], out, progress.callback(name))
-      if 'preempted_at_step' in result:
-        progress.bar.close()
-        return result
-      timing[name] = time.perf_counter() - start
-      if lead:
-        writers.write_json(timing_path, timing)
-    progress.done(name)
-  progress.bar.close()
+  try:
+    for name in EXPERIMENTS:
+      out = os.path.join(workdir, name)
+      if os.path.exists(os.path.join(out, 'results.json')):
+        tqdm.tqdm.write(f'{name}: finished earlier, skipped')
+      else:
+        start = time.perf_counter()
+        result = _STUDIES[name][0](resolved[name], out, progress.callback(name))
+        if 'preempted_at_step' in result:
+          return result
+        timing[name] = time.perf_counter() - start
+        if lead:
+          writers.write_json(timing_path, timing)
+      progress.done(name)
+  finally:
+    progress.bar.close()
 
   experiments = {n: writers.read_json(os.path.join(workdir, n, 'results.json'))
                  for n in EXPERIMENTS}

@@ -100,7 +100,8 @@ def test_report_agrees_with_results(suite):
   gap = results['claims']['gap_location']['evidence']
   assert f'{100 * gap["accuracy"]:.1f}% ± {100 * gap["std"]:.1f}% location accuracy' in report
   cell = claims.cell(results['experiments']['location'], 'location', 'permutenet', 'zero', 3)
-  assert f'| zero | 3 | {100 * gap["accuracy"]:.1f} ± 0.0 (n=1) | {100 * cell["mean"]:.1f} ' in report
+  row = f'| zero | 3 | {100 * gap["accuracy"]:.1f} ± 0.0 (n=1) | {100 * cell["mean"]:.1f} '
+  assert row in report
   for command in results['study_commands'].values():
     assert command in report
   figures = re.findall(r'!\[[^]]*\]\(([^)]+)\)', report)
@@ -166,7 +167,8 @@ def test_gpjax_main_runs_the_suite_config(env, tmp_path):
 def test_bad_suite_configs_name_the_field():
   config = suites.get_config('micro')
   config.location.study.paddings = 'circular'
-  with pytest.raises(ConfigError, match=r"config.location.study.paddings='circular' lacks \['zero'\]"):
+  with pytest.raises(ConfigError,
+                     match=r"config.location.study.paddings='circular' lacks \['zero'\]"):
     reproduce.validate_config(config)
   config = suites.get_config('micro')
   config.claims.augshift_weight = 3.0

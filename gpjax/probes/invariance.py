@@ -308,7 +308,8 @@ def evaluate_run(config: Any, name: str, run_config: Any, run_dir: str) -> dict[
   return {m: results[m] for m in STUDY_METRICS}
 
 
-def _sweep(config: Any):
+def study_sweep(config: Any):
+  """The AugShift study's extra grid axis: (study.sweep_field, its values)."""
   from gpjax import study
   return study.parse_sweep(config.base, config.study.sweep_field, config.study.sweep_values)
 
@@ -316,7 +317,7 @@ def _sweep(config: Any):
 def validate_study(config: Any) -> None:
   """The grid with its sweep, and the evaluator's fields (its source is set per run)."""
   from gpjax import study
-  study.validate_study(config, _sweep(config))
+  study.validate_study(config, study_sweep(config))
   _check_fields(config.evaluator.invariance, 'evaluator.invariance')
 
 
@@ -325,7 +326,7 @@ def run_study(config: Any, workdir: str, progress: Any = None) -> dict[str, Any]
   ``accuracy_vs_shift.png`` (the curves, mean over seeds, one per sweep value)."""
   from gpjax import study, writers
   validate_study(config)
-  sweep = _sweep(config)
+  sweep = study_sweep(config)
   summary = study.run_study(config, workdir, progress, sweep=sweep,
                             evaluate=functools.partial(evaluate_run, config))
   if 'cells' not in summary:  # Preempted.
