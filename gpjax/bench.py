@@ -22,7 +22,8 @@ layer 4 in <= 0.7 s.
 axis and ``jax.jit``, the train step with the state donated, as in
 `gpjax.train.train_and_evaluate`) and of `gpjax.data.canvas.canvas_batch`, for
 each batch x dtype, on synthetic uint8 32x32x3 sources already on the device (no
-data set, tensorflow-datasets or tensorboardX). Medians over ``--steps`` timed
+data set; no ml_collections, tensorflow-datasets, scikit-learn or tensorboardX is
+imported, so it runs on a machine with only the JAX stack). Medians over ``--steps`` timed
 steps after ``--warmup``, each step synchronised with ``block_until_ready``;
 FLOPs per step from XLA's cost analysis of the compiled step (per device),
 TFLOP/s, peak device memory where the backend reports it, and on GPU the rate of
@@ -44,6 +45,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from typing import Any, Callable
 
 import flax
@@ -209,38 +211,6 @@ SOURCE_SHAPE = (32, 32, 3)  # CIFAR-sized uint8 sources; canvases are (32g, 32g,
 MATMUL_SIZE_GPU = 8192
 
 
-def _import_train():
-  """`gpjax.train`, imported without loading tensorflow-datasets.
-
-  `gpjax.train` imports `gpjax.data.input_pipeline` at module level, which imports
-  tensorflow_datasets (and, through `gpjax.data.builtin`, scikit-learn); the steps
-  timed here only name its ``DatasetInfo`` in annotations. If neither module is
-  loaded yet, `gpjax.train` is imported against a stand-in whose other attributes
-  load the real module on first use (so `train_and_evaluate` still works in the same
-  process), and the stand-in is then removed from ``sys.modules``. Drop this once
-  `input_pipeline` imports tfds lazily.
-  """
-  import importlib
-  import types
-  name = 'gpjax.data.input_pipeline'
-  if 'gpjax.train' in sys.modules or name in sys.modules:
-    return importlib.import_module('gpjax.train')
-
-  class _Deferred(types.ModuleType):
-    DatasetInfo = _SyntheticInfo  # Only annotations in gpjax.train refer to it at import.
-
-    def __getattr__(self, attr):
-      if attr.startswith('__'):
-        raise AttributeError(attr)
-      return getattr(importlib.import_module(name), attr)
-
-  sys.modules[name] = _Deferred(name)
-  try:
-    return importlib.import_module('gpjax.train')
-  finally:
-    del sys.modules[name]
-
-
 class _SyntheticInfo:
   """What `train_step` and `eval_step` read of a `DatasetInfo`: CIFAR-10's statistics."""
   name = 'synthetic'
@@ -248,10 +218,15 @@ class _SyntheticInfo:
   std = (0.2023, 0.1994, 0.2010)
 
 
-def _step_config(args: argparse.Namespace, batch: int, dtype: str):
-  """The fields of configs/location.py that the steps read, built here (no config file)."""
-  import ml_collections
-  return ml_collections.ConfigDict({
+def _namespace(fields: dict[str, Any]) -> types.SimpleNamespace:
+  return types.SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v
+                                  for k, v in fields.items()})
+
+
+def _step_config(args: argparse.Namespace, batch: int, dtype: str) -> types.SimpleNamespace:
+  """The fields of configs/location.py that the steps read, built here: no config file and
+  no ml_collections, which the offline GPU machines lack."""
+  return _namespace({
       'seed': args.seed, 'task': 'location',
       'data': {'grid': args.grid, 'background': 'zero', 'flip': True},
       'model': {'backbone': args.backbone, 'head': args.head, 'padding': 'zero',
@@ -407,7 +382,7 @@ def _matmul_size(args: argparse.Namespace) -> int:
 def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
   """Shared body of ``train`` and ``eval``: one compiled step per batch x dtype."""
   _check_step_args(args)
-  train = _import_train()
+  from gpjax import train
   mesh = parallel.make_mesh()
   info = _SyntheticInfo()
   canvas_shape = (32 * args.grid, 32 * args.grid, 3)

@@ -6,15 +6,16 @@ statistics and gradients are averaged over the axis, so a run computes the
 same numbers on 1 or N devices and hosts (up to float rounding).
 """
 
+from __future__ import annotations
+
 import functools
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from jax import lax
@@ -23,6 +24,9 @@ from gpjax import loop, parallel, writers
 from gpjax.data import canvas, input_pipeline
 from gpjax.models import Classifier, random_ordering
 from gpjax.validate import validate
+
+if TYPE_CHECKING:  # Annotations only: the step (and gpjax.bench) runs without ml_collections.
+  import ml_collections
 
 Batch = dict[str, jax.Array]
 

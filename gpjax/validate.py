@@ -1,13 +1,16 @@
 """Config validation: one clear line per mistake, before any work starts."""
 
-from typing import Any, Iterable
+from __future__ import annotations
 
-import ml_collections
+from typing import TYPE_CHECKING, Any, Iterable
 
 from gpjax.data.canvas import BACKGROUNDS, PLACEMENTS
 from gpjax.models.classifier import BACKBONES, HEADS, PERMUTE_LAYERS
 from gpjax.models.padding import PADDINGS
 from gpjax.models.resnet import STEMS
+
+if TYPE_CHECKING:  # Annotations only: the training step also runs without ml_collections.
+  import ml_collections
 
 TASKS = ('location', 'semantic')
 DTYPES = ('float32', 'bfloat16')

@@ -6,8 +6,8 @@
 #   launch/gpu_bench.sh [OUTDIR]      OUTDIR: default $OUT if set, else docs/benchmarks/
 # Knobs (environment): BATCHES=48,256,1024 DTYPES=float32,bfloat16 STEPS=30 WARMUP=5
 # WIDTH=64 GRID=3 PROBE=1 (0 skips the probe) PROBE_IMAGES=10000 PYTHON=python.
-# If ml_collections (imported by gpjax.train) is missing, the wheels in launch/wheels/
-# are installed into a temporary dir put on PYTHONPATH (see launch/wheels/README.md).
+# Needs only jax, flax, optax, orbax-checkpoint, numpy and tqdm: the benchmarks import no
+# ml_collections, tensorflow-datasets, scikit-learn or tensorboardX.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-docs/benchmarks}}
@@ -20,21 +20,6 @@ width=${WIDTH:-64}
 grid=${GRID:-3}
 probe_images=${PROBE_IMAGES:-10000}
 mkdir -p "$out"
-
-if ! "$py" -c 'import ml_collections' 2>/dev/null; then
-  shopt -s nullglob
-  wheels=(launch/wheels/*.whl)
-  if (( ${#wheels[@]} == 0 )); then
-    echo "ml_collections is not installed and launch/wheels/ has no wheels:" \
-         "see launch/wheels/README.md to fetch them on a machine with network." >&2
-    exit 1
-  fi
-  target=$(mktemp -d)/site-packages
-  "$py" -m pip install --quiet --no-index --no-deps --target "$target" "${wheels[@]}"
-  export PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}"
-  echo "installed ${#wheels[@]} wheel(s) from launch/wheels into $target"
-fi
-"$py" -c 'import ml_collections'
 
 tag=$("$py" -c 'import jax; print(jax.devices()[0].platform)')
 common=(--batch "$batches" --steps "$steps" --warmup "$warmup" --grid "$grid")

@@ -9,7 +9,9 @@ of the global batch.
 
 Data come from ``tfds.data_source`` (array_record files). The built-in sets of
 `gpjax.data.builtin` are generated on first use; any other tfds set must have
-been prepared in the data dir beforehand.
+been prepared in the data dir beforehand. tensorflow-datasets (and, through
+`gpjax.data.builtin`, scikit-learn) load on first use, so the training step and
+the benchmarks import this module on machines without them.
 """
 
 from __future__ import annotations
@@ -21,10 +23,7 @@ import functools
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
-
-from gpjax.data import builtin
 
 Batch = dict[str, np.ndarray]
 
@@ -147,6 +146,7 @@ class Source:
 
 
 def _tfds_source(name: str, split: str, data_dir: str | None) -> Any:
+  import tensorflow_datasets as tfds
   return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
 
 
@@ -164,6 +164,7 @@ def _train_mean_std(name: str, data_dir: str | None) -> tuple[tuple[float, ...],
 
 
 def _builtin_info(name: str, data_dir: str | None, image_size: int | None) -> DatasetInfo:
+  from gpjax.data import builtin
   builder = builtin.prepare(name, data_dir)
   mean, std = _train_mean_std(name, data_dir)
   size = image_size or builtin.IMAGE_SIZE
@@ -237,6 +238,8 @@ def load_source(
     ValueError: `name` is no tfds builder.
     DatasetNotPreparedError: a non-built-in set is missing from `data_dir`.
   """
+  import tensorflow_datasets as tfds
+  from gpjax.data import builtin
   data_dir = None if data_dir is None else str(data_dir)
   if name in builtin.BUILTIN_NAMES:
     info = _builtin_info(name, data_dir, image_size)
