@@ -221,17 +221,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
   units = _units(resolved)
   print(f'Suite {config.suite}: ' + ', '.join(f'{n} {u} runs' for n, u in units.items()) +
         '; finished studies are skipped.', flush=True)
-  progress = _Progress(units)
+  progress, experiments = _Progress(units), {}
   try:
     for name in EXPERIMENTS:
-      out = os.path.join(workdir, name)
-      if os.path.exists(os.path.join(out, 'results.json')):
+      experiments[name] = study.cached(os.path.join(workdir, name, 'results.json'))
+      if experiments[name] is not None:
         tqdm.tqdm.write(f'{name}: finished earlier, skipped')
       else:
         start = time.perf_counter()
-        result = _STUDIES[name][0](resolved[name], out, progress.callback(name))
+        result = _STUDIES[name][0](resolved[name], os.path.join(workdir, name),
+                                   progress.callback(name))
         if 'preempted_at_step' in result:
           return result
+        experiments[name] = writers.as_json(result)
         timing[name] = time.perf_counter() - start
         if lead:
           writers.write_json(timing_path, timing)
@@ -239,8 +241,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
   finally:
     progress.bar.close()
 
-  experiments = {n: writers.read_json(os.path.join(workdir, n, 'results.json'))
-                 for n in EXPERIMENTS}
   t = config.claims
   claims = {**claims_lib.judge_location(experiments['location'], t),
             **claims_lib.judge_augshift(experiments['augshift'], t),

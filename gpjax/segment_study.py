@@ -10,10 +10,11 @@ import copy
 import os
 from typing import Any, Callable
 
+import jax
 import ml_collections
 import numpy as np
 
-from gpjax import metrics, segment, writers
+from gpjax import metrics, segment, study, writers
 from gpjax.probes import attack
 
 ROWS = (('clean', 'clean'), ('top-N overall', 'top_overall'), ('random N', 'random'),
@@ -89,35 +90,37 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   """Runs every seed not finished yet; writes results.json, table.md and curves.png.
   ``progress(name, i, n)`` is called before each seed."""
   validate_study(config)
-  per_seed = []
+  per_seed, trained = [], []
   for seed in range(config.study.seeds):
     if progress:
       progress(f'seed{seed}', seed, config.study.seeds)
     run, probe = _seed_configs(config, workdir, seed)
-    if not os.path.exists(os.path.join(probe.source.workdir, 'results.json')):
+    out = study.cached(os.path.join(probe.source.workdir, 'results.json'))
+    if out is None:
       print(f'[seed {seed}] training', flush=True)
       out = segment.train_and_evaluate(run, probe.source.workdir)
       if 'preempted_at_step' in out:
         return out
+    trained.append(out)
     attack_dir = os.path.join(workdir, 'attacks', f'seed{seed}')
-    done = os.path.join(attack_dir, 'results.json')
-    if not os.path.exists(done):
+    result = study.cached(os.path.join(attack_dir, 'results.json'))
+    if result is None:
       print(f'[seed {seed}] ranking and attack', flush=True)
-      attack.run(probe, attack_dir)
-    per_seed.append(writers.read_json(done))
+      result = writers.as_json(attack.run(probe, attack_dir))
+    per_seed.append(result)
   n = config.study.table_count
   table, markdown, curves = aggregate(per_seed, n)
-  trained = [writers.read_json(os.path.join(workdir, 'runs', f'seed{s}', 'results.json'))
-             for s in range(config.study.seeds)]
-  results = {'table_count': n, 'num_channels': per_seed[0]['num_channels'], 'table': table,
-             'curves': curves, 'test_miou_per_seed': [t['test_miou'] for t in trained],
-             'config': config.to_dict()}
-  writers.write_json(os.path.join(workdir, 'results.json'), results)
-  with open(os.path.join(workdir, 'table.md'), 'w') as f:
-    f.write(markdown)
-  m = config.base.model
-  attack.save_curves(os.path.join(workdir, 'curves.png'), curves,
-                     f'{config.base.data.name}: DeepLabv3-{m.backbone} width {m.width} '
-                     f'(C={results["num_channels"]}), mean of {config.study.seeds} seeds')
-  print(markdown, flush=True)
+  results = writers.as_json({
+      'table_count': n, 'num_channels': per_seed[0]['num_channels'], 'table': table,
+      'curves': curves, 'test_miou_per_seed': [float(t['test_miou']) for t in trained],
+      'config': config.to_dict()})
+  if jax.process_index() == 0:
+    writers.write_json(os.path.join(workdir, 'results.json'), results)
+    with open(os.path.join(workdir, 'table.md'), 'w') as f:
+      f.write(markdown)
+    m = config.base.model
+    attack.save_curves(os.path.join(workdir, 'curves.png'), curves,
+                       f'{config.base.data.name}: DeepLabv3-{m.backbone} width {m.width} '
+                       f'(C={results["num_channels"]}), mean of {config.study.seeds} seeds')
+    print(markdown, flush=True)
   return results

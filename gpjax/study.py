@@ -17,6 +17,7 @@ import itertools
 import os
 from typing import Any, Callable, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -114,32 +115,40 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   results, evaluations = {}, {}
   for i, (name, run) in enumerate(runs):
     run_dir = os.path.join(workdir, 'runs', name)
-    done = os.path.join(run_dir, 'results.json')
     if progress:
       progress(name, i, len(runs))
-    if not os.path.exists(done):
+    results[name] = cached(os.path.join(run_dir, 'results.json'))
+    if results[name] is None:
       print(f'[{i + 1}/{len(runs)}] {name}', flush=True)
       out = train.train_and_evaluate(run, run_dir)
       if 'preempted_at_step' in out:
         return out
-    results[name] = writers.read_json(done)
+      results[name] = writers.as_json(out)
     if evaluate is not None:
       evaluations[name] = evaluate(name, run, run_dir)
   summary = summarize(runs, results, sweep, evaluations)
   probes = run_probes(config, workdir, runs)
   if probes:
     summary['probes'] = probes
-  writers.write_json(os.path.join(workdir, 'results.json'), summary)
-  with open(os.path.join(workdir, 'table.md'), 'w') as f:
-    f.write(markdown_table(summary))
-    if evaluations:
-      f.write('\n' + metric_table(summary))
-    if probes:
-      f.write('\n' + probe_table(probes))
-  save_figure(os.path.join(workdir, 'accuracy.png'), summary)
-  if evaluations and sweep is not None:
-    save_metric_figure(os.path.join(workdir, 'metrics.png'), summary)
+  if jax.process_index() == 0:
+    writers.write_json(os.path.join(workdir, 'results.json'), summary)
+    with open(os.path.join(workdir, 'table.md'), 'w') as f:
+      f.write(markdown_table(summary))
+      if evaluations:
+        f.write('\n' + metric_table(summary))
+      if probes:
+        f.write('\n' + probe_table(probes))
+    save_figure(os.path.join(workdir, 'accuracy.png'), summary)
+    if evaluations and sweep is not None:
+      save_metric_figure(os.path.join(workdir, 'metrics.png'), summary)
   return summary
+
+
+def cached(path: str) -> dict[str, Any] | None:
+  """The results.json at ``path`` if a finished step wrote it, else None. Steps that
+  run now use their returned results instead of the file: with several processes only
+  process 0 writes it, and the others must not wait for it."""
+  return writers.read_json(path) if os.path.exists(path) else None
 
 
 def summarize(runs, results, sweep: Sweep | None = None,
@@ -311,14 +320,14 @@ def run_probes(config: ml_collections.ConfigDict, workdir: str, runs) -> list[di
       continue
     for layer in layers:
       out_dir = os.path.join(workdir, 'runs', name, f'probe_layer{layer}')
-      done = os.path.join(out_dir, 'results.json')
-      if not os.path.exists(done):
+      result = cached(os.path.join(out_dir, 'results.json'))
+      if result is None:
         probe = copy.deepcopy(config.probe)
         probe.probe.source_workdir = os.path.join(workdir, 'runs', name)
         probe.probe.layer = layer
-        permutation.run(probe, out_dir)
+        result = writers.as_json(permutation.run(probe, out_dir))
       key = (run.task, run.model.head, run.model.padding, run.data.grid, layer)
-      groups.setdefault(key, []).append(writers.read_json(done))
+      groups.setdefault(key, []).append(result)
   rows = []
   for key, results in groups.items():
     identity = [r['accuracy_identity'] for r in results]

@@ -54,6 +54,11 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
+def as_json(obj: Mapping[str, Any]) -> Any:
+  """``obj`` as `read_json` would return it after `write_json`: native types only."""
+  return json.loads(json.dumps(obj, default=_jsonable))
+
+
 def write_json(path: str, obj: Mapping[str, Any]) -> None:
   """Writes atomically, so a killed run never leaves half a file."""
   tmp = path + '.tmp'

@@ -262,3 +262,44 @@ def test_sigterm_to_one_process_stops_both(data_dir, env, tmp_path):
   step = int(saved[0])
   assert 3 <= step < 1000
   assert int(checkpoint.restore_raw(str(workdir))['step']) == step
+
+
+# gpjax.main whose process 0 takes 3 s to write each JSON file.
+SLOW_WRITER_DRIVER = """
+import runpy, sys, time
+import jax
+from gpjax import writers
+write = writers.write_json
+def slow_write(*args, **kwargs):
+  time.sleep(3 if jax.process_index() == 0 else 0)
+  write(*args, **kwargs)
+writers.write_json = slow_write
+sys.argv = ['gpjax.main', *sys.argv[1:]]
+runpy.run_module('gpjax.main', run_name='__main__', alter_sys=True)
+"""
+
+
+def test_two_processes_run_a_study(data_dir, env, tmp_path):
+  """A study (training runs, then permutation probes) on two processes: only process 0
+  writes the study's files, and process 1 never reads one that it may not have written
+  yet (process 0 is made slow to write them)."""
+  workdir, address = tmp_path / 'study', f'localhost:{free_port()}'
+  overrides = dict(**{'study.tasks': 'location', 'study.heads': 'gapnet', 'study.paddings': 'zero',
+                      'study.seeds': 1, 'study.probe_layers': 4, 'probe.probe.num_orderings': 3,
+                      'base.data.name': 'gpjax_photos', 'base.data.data_dir': data_dir,
+                      'base.data.image_size': 16, 'base.model.width': 4},
+                   **{f'base.train.{k}': v for k, v in
+                      dict(steps=6, eval_every=6, log_every=3, batch_size=16).items()})
+  two = [start([sys.executable, '-c', SLOW_WRITER_DRIVER, '--config=configs/study.py',
+                f'--workdir={workdir}', *(f'--config.{k}={v}' for k, v in overrides.items()),
+                '--distributed', f'--coordinator_address={address}', '--num_processes=2',
+                f'--process_id={i}'], env) for i in range(2)]
+  finish(two)
+  summary = results(workdir)
+  assert [c['head'] for c in summary['cells']] == ['gapnet', 'linear']
+  [probe] = summary['probes']
+  assert (probe['layer'], probe['head']) == (4, 'linear')
+  run = results(workdir / 'runs' / 'location_linear_zero_g3_s0')
+  assert probe['identity_mean'] == pytest.approx(run['test_accuracy'], abs=1e-6)
+  assert run['num_processes'] == 2
+  assert (workdir / 'table.md').exists() and (workdir / 'accuracy.png').exists()

@@ -198,10 +198,10 @@ def test_study_sweep_axis_and_evaluator(monkeypatch, tmp_path):
   def fake_train(run, run_dir):
     trained.append(run_dir)
     os.makedirs(run_dir, exist_ok=True)
-    acc = 0.5 + run.augshift.weight / 10 + run.seed / 100
-    writers.write_json(os.path.join(run_dir, 'results.json'),
-                       {'test_accuracy': acc, 'num_classes': 10})
-    return {}
+    results = {'test_accuracy': 0.5 + run.augshift.weight / 10 + run.seed / 100,
+               'num_classes': 10}
+    writers.write_json(os.path.join(run_dir, 'results.json'), results)
+    return results
 
   def fake_evaluate(name, run, run_dir):
     evaluated.append(name)

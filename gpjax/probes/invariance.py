@@ -296,16 +296,15 @@ def save_figure(path: str, results: dict[str, Any], title: str) -> None:
 
 def evaluate_run(config: Any, name: str, run_config: Any, run_dir: str) -> dict[str, float]:
   """`gpjax.study` evaluator: `run` on a trained run (cached in ``run_dir/invariance``)."""
-  from gpjax import writers
+  from gpjax import study
   out = os.path.join(run_dir, 'invariance')
-  done = os.path.join(out, 'results.json')
-  if not os.path.exists(done):
+  results = study.cached(os.path.join(out, 'results.json'))
+  if results is None:
     probe = copy.deepcopy(config.evaluator)
     probe.invariance.source_workdir = run_dir
     print(f'invariance of {name}', flush=True)
-    run(probe, out)
-  results = writers.read_json(done)
-  return {m: results[m] for m in STUDY_METRICS}
+    results = run(probe, out)
+  return {m: float(results[m]) for m in STUDY_METRICS}
 
 
 def study_sweep(config: Any):
@@ -329,7 +328,7 @@ def run_study(config: Any, workdir: str, progress: Any = None) -> dict[str, Any]
   sweep = study_sweep(config)
   summary = study.run_study(config, workdir, progress, sweep=sweep,
                             evaluate=functools.partial(evaluate_run, config))
-  if 'cells' not in summary:  # Preempted.
+  if 'cells' not in summary or jax.process_index() != 0:  # Preempted; or not the writer.
     return summary
   curves = {}
   for name, run_config in study.run_configs(config, sweep):
