@@ -25,15 +25,14 @@ STATEMENTS = {
 }
 
 
-def cell(summary: dict[str, Any], task: str, head: str, padding: str, grid: int,
-         sweep: Any = None) -> dict[str, Any]:
-  """The study cell of (task, head, padding, grid[, sweep value]); KeyError names it."""
+def cell(summary: dict[str, Any], task: str, head: str, padding: str,
+         grid: int) -> dict[str, Any]:
+  """The location study's cell of (task, head, padding, grid); KeyError names it."""
   for c in summary['cells']:
-    if (c['task'], c['head'], c['padding'], c['grid'], c.get('sweep')) == (
-        task, head, padding, grid, sweep):
+    if (c['task'], c['head'], c['padding'], c['grid']) == (task, head, padding, grid):
       return c
   raise KeyError(f'the study has no cell task={task} head={head} padding={padding} '
-                 f'grid={grid}' + ('' if sweep is None else f' sweep={sweep}'))
+                 f'grid={grid}')
 
 
 def _retention(permuted: float, full: float, chance: float) -> float:
