@@ -81,6 +81,34 @@ def init_variables():
   return _init_variables
 
 
+def _check_bn_axis_name(plain, synced, x, variables):
+  """Training-mode apply of ``synced`` (BatchNorm over axis 'data') vmapped over two
+  halves of ``x`` gives the full batch's statistics and features, while ``plain`` on one
+  half alone gets statistics of its own."""
+  def step(model, x):
+    return model.apply(variables, x, train=True, mutable=['batch_stats'])
+
+  # jit: in training mode a whole-network compile is faster here than op-by-op dispatch.
+  halves = x.reshape(2, x.shape[0] // 2, *x.shape[1:])
+  full_feats, full = jax.jit(lambda x: step(plain, x))(x)
+  feats, stats = jax.jit(jax.vmap(lambda h: step(synced, h), axis_name='data'))(halves)
+  _, local = jax.jit(lambda h: step(plain, h))(halves[0])
+  for half in range(2):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[half], b, atol=2e-5, rtol=1e-5),
+                 stats, full)
+  want = np.asarray(full_feats['stage4'])
+  np.testing.assert_allclose(np.asarray(feats['stage4']).reshape(want.shape), want,
+                             atol=1e-4, rtol=1e-4)
+  diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), local, full))
+  assert max(diffs) > 1e-3
+
+
+@pytest.fixture(scope='session')
+def check_bn_axis_name():
+  """``check_bn_axis_name(plain, synced, x, variables)``: BatchNorm syncs over 'data'."""
+  return _check_bn_axis_name
+
+
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   """One tfds data dir with the built-in photo set for the end-to-end tests of the

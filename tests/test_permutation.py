@@ -23,20 +23,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _variables(model, seed=0):
-  """Random parameters and BatchNorm statistics drawn on the host (no init compile)."""
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                          jnp.zeros((1, SIZE, SIZE, 3)))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name, shape = path[-1].key, leaf.shape
-    if name == 'kernel':
-      return rng.normal(0, np.sqrt(1 / np.prod(shape[:-1])), shape).astype(np.float32)
-    if name in ('scale', 'var'):
-      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-    return rng.normal(0, 0.2, shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  """conftest's host-drawn random variables (no init compile), importable by the
+  subprocess test below, which has no fixtures."""
+  from tests.conftest import _init_variables
+  return _init_variables(model, jnp.zeros((1, SIZE, SIZE, 3)), seed, train=False)
 
 
 def _model(head='linear', backbone='resnet18', layer=5):

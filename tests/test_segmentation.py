@@ -46,7 +46,7 @@ def test_scenes_have_a_left_right_layout_prior():
   labels = np.stack([street.scene('train', i, 64, 128)[1] for i in range(40)])
   assert set(np.unique(labels)) <= set(range(len(street.CLASS_NAMES))) | {255}
   assert (labels == 255).any()  # Object boundaries are left unlabelled.
-  left, right = labels[:, :, :64], labels[:, :, 64:]
+  left = labels[:, :, :64]
 
   def share(cls):
     return (left == cls).sum() / max((labels == cls).sum(), 1)
