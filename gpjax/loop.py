@@ -51,8 +51,11 @@ class _Preemption:
 
   def __init__(self):
     self.requested = False
-    self._multi = jax.process_count() > 1
-    if not self._multi:
+    self._sync = None
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      self._sync = multihost_utils.reached_preemption_sync_point
+    else:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
@@ -60,13 +63,12 @@ class _Preemption:
 
   def reached(self, step: int) -> bool:
     """Called after every step (``step`` = steps done) on every process."""
-    if self._multi:
-      from jax.experimental import multihost_utils
-      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    if self._sync is not None:
+      self.requested = self._sync(step)
     return self.requested
 
   def restore(self):
-    if not self._multi:
+    if self._sync is None:
       signal.signal(signal.SIGTERM, self._previous)
 
 

@@ -34,22 +34,15 @@ from gpjax.probes import invariance
 from gpjax.validate import ConfigError
 
 EXPERIMENTS = ('location', 'augshift', 'segmentation')
-# Study -> (runner(config, workdir, progress), validator, config file it resizes).
+# Study -> (runner(config, workdir, progress), validator, the config module it resizes).
 _STUDIES = {
-    'location': (study.run_study, study.validate_study, 'configs/study.py'),
-    'augshift': (invariance.run_study, invariance.validate_study, 'configs/augshift_study.py'),
+    'location': (study.run_study, study.validate_study, suites.study),
+    'augshift': (invariance.run_study, invariance.validate_study, suites.augshift_study),
     'segmentation': (segment_study.run_study, segment_study.validate_study,
-                     'configs/segmentation_study.py'),
+                     suites.segmentation_study),
 }
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
              'tensorflow-datasets', 'gpjax')
-
-
-def _list(field: str, text: str) -> list[str]:
-  items = [s.strip() for s in text.split(',') if s.strip()]
-  if not items:
-    raise ConfigError(f'config.{field}={text!r} is empty; give a comma-separated list.')
-  return items
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -57,8 +50,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.suite not in suites.SUITES:
     raise ConfigError(f'config.suite={config.suite!r} is not allowed; choose one of '
                       f'{suites.SUITES}.')
-  _list('classification_data', config.classification_data)
-  _list('segmentation_data', config.segmentation_data)
+  study.parse_list('classification_data', config.classification_data)
+  study.parse_list('segmentation_data', config.segmentation_data)
   for name in EXPERIMENTS:
     try:
       _STUDIES[name][1](config[name])
@@ -68,12 +61,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   needed = {'tasks': ('location', 'semantic'), 'heads': ('gapnet', 'permutenet'),
             'paddings': ('zero',), 'grids': (str(t.grid),)}
   for field, values in needed.items():
-    missing = [v for v in values if v not in _list(f'location.study.{field}', s[field])]
+    have = study.parse_list(f'location.study.{field}', s[field])
+    missing = [v for v in values if v not in have]
     if missing:
       raise ConfigError(f'config.location.study.{field}={s[field]!r} lacks {missing}: the '
                         'verdicts read them (config.claims).')
-  weights = [float(w) for w in _list('augshift.study.sweep_values',
-                                     config.augshift.study.sweep_values)]
+  weights = study.parse_list('augshift.study.sweep_values', config.augshift.study.sweep_values,
+                             float)
   for w, why in ((0.0, 'the baseline'), (t.augshift_weight, 'config.claims.augshift_weight')):
     if w not in weights:
       raise ConfigError(f'config.augshift.study.sweep_values={config.augshift.study.sweep_values!r}'
@@ -97,12 +91,13 @@ def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   """A copy of ``config`` whose studies read the first prepared data sets of the lists."""
   from gpjax.data import input_pipeline, segmentation
   data_dir = config.data_dir or None
-  classification = _first_prepared(
-      'classification_data', _list('classification_data', config.classification_data),
-      lambda n: input_pipeline.load_source(n, 'train', data_dir=data_dir))
-  segmentation_set = _first_prepared(
-      'segmentation_data', _list('segmentation_data', config.segmentation_data),
-      lambda n: segmentation.load_segmentation(n, 'train', data_dir=data_dir))
+  def first(field, load):
+    return _first_prepared(field, study.parse_list(field, config[field]), load)
+
+  classification = first('classification_data',
+                         lambda n: input_pipeline.load_source(n, 'train', data_dir=data_dir))
+  segmentation_set = first('segmentation_data',
+                           lambda n: segmentation.load_segmentation(n, 'train', data_dir=data_dir))
   resolved = copy.deepcopy(config)
   for name in ('location', 'augshift'):
     resolved[name].base.data.name = classification
@@ -124,10 +119,9 @@ def _flat(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
 
 def study_command(name: str, config: ml_collections.ConfigDict, suite: str, workdir: str) -> str:
   """The gpjax.main command that runs study ``name`` exactly as the suite does."""
-  file = _STUDIES[name][2]
+  module = _STUDIES[name][2]
+  file = f'configs/{module.__name__.rpartition(".")[2]}.py'
   size = 'gpu' if suite == 'paper' else 'cpu'
-  module = {'location': suites.study, 'augshift': suites.augshift_study,
-            'segmentation': suites.segmentation_study}[name]
   default = _flat(module.get_config(size).to_dict())
   changed = {k: v for k, v in _flat(config.to_dict()).items() if default.get(k) != v}
   return ' '.join([f'python -m gpjax.main --config={file}' + (':gpu' if size == 'gpu' else ''),
