@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpjax.models.init import check_init, kernel_and_bias
 from gpjax.models.padding import PaddedConv, check_padding
 from gpjax.models.resnet import ResNet18, ResNet34, ResNet50
 from gpjax.models.vgg import VGG11, VGG13, VGG16, VGG19
@@ -72,6 +73,8 @@ class Classifier(nn.Module):
       the pooled vector.
     bn_axis_name: mesh axis for BatchNorm statistics in training.
     dtype: compute dtype ('float32' or 'bfloat16'); parameters stay float32.
+    param_init: parameter initialisation: 'flax' (He-normal convs, LeCun-normal heads, zero
+      biases) or 'pytorch' (PyTorch 1.x defaults, as the official models; `gpjax.models.init`).
   """
   num_classes: int
   backbone: str = 'resnet18'
@@ -82,13 +85,14 @@ class Classifier(nn.Module):
   permute_layer: int = 5
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
+  param_init: str = 'flax'
 
   def make_backbone(self, detached: bool = False) -> nn.Module:
     """The backbone submodule, or (``detached``) a parentless copy to query."""
     _choice('backbone', self.backbone, BACKBONES)
     check_padding(self.padding)
     kwargs = dict(width=self.width, padding=self.padding, bn_axis_name=self.bn_axis_name,
-                  dtype=self.dtype)
+                  dtype=self.dtype, param_init=check_init(self.param_init))
     if self.backbone.startswith('resnet'):
       kwargs['stem'] = self.stem
     if detached:
@@ -140,11 +144,14 @@ class Classifier(nn.Module):
     if self.head == 'gapnet':
       class_map = PaddedConv(self.num_classes, 3, padding=self.padding, use_bias=True,
                              dtype=self.dtype, kernel_init=nn.initializers.lecun_normal(),
-                             name='head')(top)
+                             param_init=self.param_init, name='head')(top)
       feats['class_map'] = class_map
       return jnp.mean(class_map.astype(jnp.float32), axis=(1, 2)), feats
     pooled = feats['pooled']
     if ordering is not None and self.permute_layer == 5:
       pooled = pooled[..., ordering]
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(pooled)
+    kernel_init, bias_init = kernel_and_bias(self.param_init, pooled.shape[-1],
+                                             nn.initializers.lecun_normal())
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=kernel_init,
+                      bias_init=bias_init, name='head')(pooled)
     return logits.astype(jnp.float32), feats

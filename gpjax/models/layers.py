@@ -25,11 +25,13 @@ class ConvBN(nn.Module):
   relu: bool = True
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
+  param_init: str = 'flax'  # The conv's initialisation scheme (`gpjax.models.init`).
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = PaddedConv(self.features, self.kernel_size, self.strides, self.padding,
-                   self.dilation, dtype=self.dtype, name='conv')(x)
+                   self.dilation, dtype=self.dtype, param_init=self.param_init,
+                   name='conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      axis_name=self.bn_axis_name if train else None,
                      dtype=self.dtype, name='bn')(x)

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpjax.models.init import kernel_and_bias
+
 PADDINGS = ('zero', 'circular', 'reflect', 'replicate', 'partial', 'none')
 
 # jnp.pad modes of the paddings that are a pad followed by a VALID convolution.
@@ -67,6 +69,8 @@ class PaddedConv(nn.Module):
     dilation: square dilation (the pad grows with it, as in PyTorch).
     use_bias: add a bias.
     dtype: compute dtype; parameters stay float32.
+    param_init: 'flax' (``kernel_init``, zero bias) or 'pytorch' (PyTorch's defaults, see
+      `gpjax.models.init`).
   """
   features: int
   kernel_size: int = 3
@@ -76,11 +80,18 @@ class PaddedConv(nn.Module):
   use_bias: bool = False
   dtype: Any = jnp.float32
   kernel_init: Any = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+  param_init: str = 'flax'
 
-  def _conv(self, pad, use_bias: bool, name: str | None = None) -> nn.Conv:
+  def _inits(self, x: jax.Array):
+    """(kernel, bias) initialisers for input x: fan_in = in_channels * k * k."""
+    return kernel_and_bias(self.param_init, x.shape[-1] * self.kernel_size ** 2,
+                           self.kernel_init)
+
+  def _conv(self, x: jax.Array, pad, use_bias: bool, name: str | None = None) -> nn.Conv:
+    kernel_init, bias_init = self._inits(x)
     return nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
                    padding=pad, kernel_dilation=self.dilation, use_bias=use_bias,
-                   dtype=self.dtype, kernel_init=self.kernel_init, name=name)
+                   dtype=self.dtype, kernel_init=kernel_init, bias_init=bias_init, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,22 +99,22 @@ class PaddedConv(nn.Module):
     check_padding(self.padding)
     k, pad = self.kernel_size, self.dilation * (self.kernel_size // 2)
     if pad == 0:
-      return self._conv('VALID', self.use_bias, name='conv')(x)
+      return self._conv(x, 'VALID', self.use_bias, name='conv')(x)
     if self.padding == 'zero':
-      return self._conv(((pad, pad), (pad, pad)), self.use_bias, name='conv')(x)
+      return self._conv(x, ((pad, pad), (pad, pad)), self.use_bias, name='conv')(x)
     if self.padding in _PAD_MODES:
       x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=_PAD_MODES[self.padding])
-      return self._conv('VALID', self.use_bias, name='conv')(x)
+      return self._conv(x, 'VALID', self.use_bias, name='conv')(x)
     if self.padding == 'none':
       n, h, w, c = x.shape
       # Dilated convs (DeepLab) grow by the full pad so the output size is kept.
       grow = resize_growth(k) if self.dilation == 1 else 2 * pad
       x = jax.image.resize(x, (n, h + grow, w + grow, c), method='bilinear')
-      return self._conv('VALID', self.use_bias, name='conv')(x)
+      return self._conv(x, 'VALID', self.use_bias, name='conv')(x)
     # partial: rescale the bias-free zero-padded conv by window / valid taps.
-    y = self._conv(((pad, pad), (pad, pad)), False, name='conv')(x)
+    y = self._conv(x, ((pad, pad), (pad, pad)), False, name='conv')(x)
     scale = partial_conv_scale(x.shape[1], x.shape[2], k, self.strides, pad, self.dilation)
     y = y * jnp.asarray(scale, y.dtype)
     if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(y.dtype)
+      y = y + self.param('bias', self._inits(x)[1], (self.features,)).astype(y.dtype)
     return y

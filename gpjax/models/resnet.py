@@ -73,6 +73,7 @@ class ResNet(nn.Module):
     dilate_last: replace the stride of stage 4 by dilation 2 (output stride 16).
     bn_axis_name: mesh axis to average BatchNorm statistics over in training.
     dtype: compute dtype; parameters stay float32.
+    param_init: parameter initialisation, 'flax' or 'pytorch' (`gpjax.models.init`).
   """
   stage_sizes: Sequence[int]
   block: Any = BasicBlock
@@ -82,6 +83,7 @@ class ResNet(nn.Module):
   dilate_last: bool = False
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
+  param_init: str = 'flax'
 
   @property
   def stage_channels(self) -> tuple[int, ...]:
@@ -110,7 +112,7 @@ class ResNet(nn.Module):
     if self.stem not in STEMS:
       raise ValueError(f'stem={self.stem!r} is not supported; choose one of {STEMS}.')
     conv = functools.partial(ConvBN, padding=self.padding, bn_axis_name=self.bn_axis_name,
-                             dtype=self.dtype)
+                             dtype=self.dtype, param_init=self.param_init)
     feats = {}
     x = x.astype(self.dtype)
     if start_layer == 0:

@@ -34,12 +34,14 @@ class VGG(nn.Module):
     padding: border treatment of every conv.
     bn_axis_name: mesh axis to average BatchNorm statistics over in training.
     dtype: compute dtype; parameters stay float32.
+    param_init: parameter initialisation, 'flax' or 'pytorch' (`gpjax.models.init`).
   """
   groups: Sequence[int]
   width: int = 64
   padding: str = 'zero'
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
+  param_init: str = 'flax'
 
   @property
   def stage_channels(self) -> tuple[int, ...]:
@@ -64,6 +66,7 @@ class VGG(nn.Module):
       for j in range(convs):
         x = ConvBN(self.stage_channels[g], 3, padding=self.padding,
                    bn_axis_name=self.bn_axis_name, dtype=self.dtype,
+                   param_init=self.param_init,
                    name=f'{name}_conv{j + 1}')(x, train=train)
       x = nn.max_pool(x, (2, 2), (2, 2))
       feats[name] = x
