@@ -66,7 +66,7 @@ def load_state_dict(path: str) -> StateDict:
 
   Args:
     path: a ``.pth``/``.pt`` file: a state dict, or a dict holding one under
-      ``model_state``, ``state_dict`` or ``model``.
+      ``model_state``, ``state_dict``, ``model`` or ``net``.
 
   Returns:
     ``{name: array}`` with any ``module.`` prefix removed.
@@ -91,7 +91,7 @@ def load_state_dict(path: str) -> StateDict:
         'code from a file (torch.load weights_only=True). Re-save only the weights where you '
         'trust the file: torch.save({"model_state": model.state_dict()}, "weights.pth").'
     ) from None
-  for key in ('model_state', 'state_dict', 'model'):
+  for key in ('model_state', 'state_dict', 'model', 'net'):  # 'net': the official classifiers.
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):
       obj = obj[key]
       break
