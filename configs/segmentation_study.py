@@ -23,18 +23,27 @@ from configs import attack
 from configs import segmentation
 
 
+# Per size: the table's N, the attack's images per call and the N zeroed (comma-separated;
+# N > C is skipped). cpu/tiny: C = 256 channels at width 8 (128 at tiny); gpu: C = 2048.
+_SIZES = {
+    'tiny': dict(table_count=25, batch_size=50, counts='0,10,25,50,100,200'),
+    'cpu': dict(table_count=25, batch_size=50, counts='0,10,25,50,100,200'),
+    'gpu': dict(table_count=100, batch_size=8, counts='0,10,25,50,100,200,400'),
+}
+
+
 def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
+  z = _SIZES[size]
   config = ml_collections.ConfigDict()
   config.job = 'segment_study'  # What gpjax.main runs with this config (see gpjax.main.JOBS).
 
   config.study = ml_collections.ConfigDict()
   config.study.seeds = 3  # Seeds base.seed, base.seed + 1, ...
-  config.study.table_count = 100 if size == 'gpu' else 25  # N of the table (one of the counts).
+  config.study.table_count = z['table_count']  # N of the table (one of the counts).
 
   config.base = segmentation.get_config(size)  # Training config of each seed.
   config.attack = attack.get_config()  # Rank + attack settings (source set per seed).
-  config.attack.probe.batch_size = 8 if size == 'gpu' else 50
-  if size != 'gpu':
-    config.attack.attack.counts = '0,10,25,50,100,200'  # C = 256 channels at width 8.
+  config.attack.probe.batch_size = z['batch_size']
+  config.attack.attack.counts = z['counts']
   config.lock()
   return config

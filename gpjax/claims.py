@@ -25,6 +25,11 @@ STATEMENTS = {
 }
 
 
+def verdict(claim: Claim) -> str:
+  """The verdict of a judged claim in words."""
+  return 'holds' if claim['holds'] else 'does not hold'
+
+
 def cell(summary: dict[str, Any], task: str, head: str, padding: str,
          grid: int) -> dict[str, Any]:
   """The location study's cell of (task, head, padding, grid); KeyError names it."""

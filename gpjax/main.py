@@ -15,7 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import reproduce, segment, segment_study, study, train
+from gpjax import augshift_study, reproduce, segment, segment_study, study, train
 from gpjax.probes import attack, invariance, permutation, ranking
 from gpjax.validate import ConfigError, validate
 
@@ -24,8 +24,9 @@ JOBS = {'train': train.train_and_evaluate, 'permutation_probe': permutation.run,
         'study': study.run_study}
 VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_config,
               'study': study.validate_study}
-JOBS.update(invariance=invariance.run, augshift_study=invariance.run_study)
-VALIDATORS.update(invariance=invariance.validate_config, augshift_study=invariance.validate_study)
+JOBS.update(invariance=invariance.run, augshift_study=augshift_study.run_study)
+VALIDATORS.update(invariance=invariance.validate_config,
+                  augshift_study=augshift_study.validate_study)
 JOBS.update(segment=segment.train_and_evaluate, rank=ranking.run, attack=attack.run,
             segment_study=segment_study.run_study)
 VALIDATORS.update(segment=segment.validate_config, rank=attack.validate_config,

@@ -7,9 +7,8 @@ The report reads only the suite's ``results.json`` dict and the studies' own
 import os
 from typing import Any
 
-import numpy as np
-
 from gpjax import claims as claims_lib
+from gpjax import study_figures
 
 # Claim -> (study whose table and figures back it, its figures).
 SECTIONS = {
@@ -56,13 +55,9 @@ def headline(key: str, e: dict[str, Any]) -> str:
           f'{e["right_attack_right_drop"]:.3f}/{e["right_attack_left_drop"]:.3f}.')
 
 
-def verdict(claim: dict[str, Any]) -> str:
-  return 'holds' if claim['holds'] else 'does not hold'
-
-
 def write_report(workdir: str, results: dict[str, Any]) -> str:
   """Writes workdir/REPORT.md (and summary.png) from a suite's results; returns the path."""
-  save_summary_figure(os.path.join(workdir, 'summary.png'), results)
+  study_figures.save_summary_figure(os.path.join(workdir, 'summary.png'), results)
   claims, timing = results['claims'], results['timing_seconds']
   v = results['versions']
   lines = [
@@ -79,13 +74,13 @@ def write_report(workdir: str, results: dict[str, Any]) -> str:
       '![summary](summary.png)', '',
       '| claim | verdict | numbers |', '|---|---|---|']
   for key, claim in claims.items():
-    lines.append(f'| `{key}`: {claims_lib.STATEMENTS[key]} | **{verdict(claim)}** | '
+    lines.append(f'| `{key}`: {claims_lib.STATEMENTS[key]} | **{claims_lib.verdict(claim)}** | '
                  f'{headline(key, claim["evidence"])} |')
   shown = set()
   for i, (key, claim) in enumerate(claims.items(), 1):
     study, figures = SECTIONS[key]
     lines += ['', f'## {i}. {claims_lib.STATEMENTS[key]} (`{key}`)', '',
-              f'**Verdict: {verdict(claim)}.** {headline(key, claim["evidence"])}', '',
+              f'**Verdict: {claims_lib.verdict(claim)}.** {headline(key, claim["evidence"])}', '',
               f'Rule: {claim["rule"]}.']
     if study not in shown:
       shown.add(study)
@@ -110,69 +105,3 @@ def _first(claims: dict[str, Any], study: str) -> int:
 def _duration(seconds: float) -> str:
   m, s = divmod(int(round(seconds)), 60)
   return f'{m} min {s} s' if m else f'{s} s'
-
-
-def save_summary_figure(path: str, results: dict[str, Any]) -> None:
-  """Four panels: GAPNet vs PermuteNet per task, probe retention per layer, AugShift's
-  invariance measures per lambda, and mIoU vs N for top-N overall and random N."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  loc, aug, seg = (results['experiments'][k] for k in ('location', 'augshift', 'segmentation'))
-  g = results['config']['claims']['grid']
-  fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-
-  ax = axes[0]
-  for j, head in enumerate(('gapnet', 'permutenet')):
-    cells = [claims_lib.cell(loc, t, head, 'zero', g) for t in ('location', 'semantic')]
-    ax.bar(np.arange(2) + (j - 0.5) * 0.38, [100 * c['mean'] for c in cells], 0.38,
-           yerr=[100 * c['std'] for c in cells], capsize=3, label=head)
-    for i, c in enumerate(cells):
-      ax.hlines(100 * c['chance'], i - 0.4, i + 0.4, colors='gray', linestyles='--', lw=1)
-  ax.set_xticks(range(2), ['location', 'semantic'])
-  ax.set_ylim(0, 100)
-  ax.set_ylabel('test accuracy (%)')
-  ax.set_title('zero padding, chance dashed', fontsize=9)
-  ax.legend(fontsize=8)
-
-  ax = axes[1]
-  for task in ('location', 'semantic'):
-    rows = sorted((r['layer'], r['retained']) for r in loc.get('probes', [])
-                  if r['task'] == task and r['grid'] == g)
-    if rows:
-      ax.plot(*zip(*[(l, 100 * k) for l, k in rows]), 'o-', label=task)
-  ax.set_xlabel('layer of the random channel orderings (5 = pooled)')
-  ax.set_ylabel('accuracy kept (%)')
-  ax.set_ylim(0, 105)
-  ax.set_title('unpermuted network, random orderings', fontsize=9)
-  ax.legend(fontsize=8)
-
-  ax = axes[2]
-  cells = sorted(aug['cells'], key=lambda c: c['sweep'])
-  x = np.arange(len(cells))
-  for j, metric in enumerate(('consistency', 'readout_accuracy')):
-    ax.bar(x + (j - 0.5) * 0.38, [100 * c['metrics'][metric]['mean'] for c in cells], 0.38,
-           yerr=[100 * c['metrics'][metric]['std'] for c in cells], capsize=3, label=metric)
-  ax.set_xticks(x, [f'lambda={c["sweep"]:g}' for c in cells])
-  ax.set_ylim(0, 105)
-  ax.set_ylabel('%')
-  ax.set_title('AugShift: shift consistency, location readout', fontsize=9)
-  ax.legend(fontsize=8)
-
-  ax = axes[3]
-  curves = seg['curves']
-  ax.plot(curves['counts'], curves['top_overall']['whole'], 'o-', color='C3', label='top-N overall')
-  mean = np.asarray(curves['random']['whole']['mean'])
-  if mean.size:
-    std = np.asarray(curves['random']['whole']['std'])
-    ax.plot(curves['counts'], mean, 's--', color='gray', label='random N')
-    ax.fill_between(curves['counts'], mean - std, mean + std, color='gray', alpha=0.25)
-  ax.set_xlabel(f'N zeroed channels of {seg["num_channels"]}')
-  ax.set_ylabel('whole-image mIoU')
-  ax.set_title('segmentation attack', fontsize=9)
-  ax.legend(fontsize=8)
-  fig.suptitle(f'{results["suite"]} suite: ' + ', '.join(
-      f'{k} {verdict(c)}' for k, c in results['claims'].items()), fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)

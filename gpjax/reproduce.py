@@ -29,16 +29,16 @@ import tqdm
 
 from configs import reproduce as suites
 from gpjax import claims as claims_lib
-from gpjax import report, segment_study, study, writers
-from gpjax.probes import invariance
+from gpjax import augshift_study, report, segment_study, study, writers
 from gpjax.validate import ConfigError
 
 EXPERIMENTS = ('location', 'augshift', 'segmentation')
-# Study -> (runner(config, workdir, progress), validator, the config module it resizes).
+# Study -> (runner(config, workdir, progress), validator, its runs, the config module it resizes).
 _STUDIES = {
-    'location': (study.run_study, study.validate_study, suites.study),
-    'augshift': (invariance.run_study, invariance.validate_study, suites.augshift_study),
-    'segmentation': (segment_study.run_study, segment_study.validate_study,
+    'location': (study.run_study, study.validate_study, study.run_configs, suites.study),
+    'augshift': (augshift_study.run_study, augshift_study.validate_study, augshift_study.runs,
+                 suites.augshift_study),
+    'segmentation': (segment_study.run_study, segment_study.validate_study, segment_study.runs,
                      suites.segmentation_study),
 }
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
@@ -119,7 +119,7 @@ def _flat(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
 
 def study_command(name: str, config: ml_collections.ConfigDict, suite: str, workdir: str) -> str:
   """The gpjax.main command that runs study ``name`` exactly as the suite does."""
-  module = _STUDIES[name][2]
+  module = _STUDIES[name][3]
   file = f'configs/{module.__name__.rpartition(".")[2]}.py'
   size = 'gpu' if suite == 'paper' else 'cpu'
   default = _flat(module.get_config(size).to_dict())
@@ -143,11 +143,8 @@ def _check_same_suite(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def _units(config: ml_collections.ConfigDict) -> dict[str, int]:
-  """Training runs (segmentation: seeds) of each study, for the progress bar."""
-  return {'location': len(study.run_configs(config.location)),
-          'augshift': len(study.run_configs(config.augshift,
-                                            invariance.study_sweep(config.augshift))),
-          'segmentation': config.segmentation.study.seeds}
+  """Training runs of each study, for the progress bar."""
+  return {name: len(_STUDIES[name][2](config[name])) for name in EXPERIMENTS}
 
 
 class _Progress:
@@ -196,6 +193,39 @@ def _environment() -> tuple[dict[str, str], dict[str, Any]]:
                     'description': description}
 
 
+def run_studies(config: ml_collections.ConfigDict, workdir: str
+                ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any] | None]:
+  """Runs each study of the suite in ``workdir/<study>`` unless its results.json exists
+  (then read back). Returns (study -> summary, study -> seconds of the run that finished
+  it, the results of a preempted run or None)."""
+  import jax
+  timing_path = os.path.join(workdir, 'timing.json')
+  timing = writers.read_json(timing_path) if os.path.exists(timing_path) else {}
+  units = _units(config)
+  print(f'Suite {config.suite}: ' + ', '.join(f'{n} {u} runs' for n, u in units.items()) +
+        '; finished studies are skipped.', flush=True)
+  progress, experiments = _Progress(units), {}
+  try:
+    for name in EXPERIMENTS:
+      experiments[name] = study.cached(os.path.join(workdir, name, 'results.json'))
+      if experiments[name] is not None:
+        tqdm.tqdm.write(f'{name}: finished earlier, skipped')
+      else:
+        start = time.perf_counter()
+        result = _STUDIES[name][0](config[name], os.path.join(workdir, name),
+                                   progress.callback(name))
+        if 'preempted_at_step' in result:
+          return experiments, timing, result
+        experiments[name] = writers.as_json(result)
+        timing[name] = time.perf_counter() - start
+        if jax.process_index() == 0:
+          writers.write_json(timing_path, timing)
+      progress.done(name)
+  finally:
+    progress.bar.close()
+  return experiments, timing, None
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = None
         ) -> dict[str, Any]:
   """Runs every study of the suite not finished yet, then judges the claims and writes
@@ -210,31 +240,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
   if lead:
     _check_same_suite(config, workdir)
   resolved = resolve_data(config)
-  timing_path = os.path.join(workdir, 'timing.json')
-  timing = writers.read_json(timing_path) if os.path.exists(timing_path) else {}
-  units = _units(resolved)
-  print(f'Suite {config.suite}: ' + ', '.join(f'{n} {u} runs' for n, u in units.items()) +
-        '; finished studies are skipped.', flush=True)
-  progress, experiments = _Progress(units), {}
-  try:
-    for name in EXPERIMENTS:
-      experiments[name] = study.cached(os.path.join(workdir, name, 'results.json'))
-      if experiments[name] is not None:
-        tqdm.tqdm.write(f'{name}: finished earlier, skipped')
-      else:
-        start = time.perf_counter()
-        result = _STUDIES[name][0](resolved[name], os.path.join(workdir, name),
-                                   progress.callback(name))
-        if 'preempted_at_step' in result:
-          return result
-        experiments[name] = writers.as_json(result)
-        timing[name] = time.perf_counter() - start
-        if lead:
-          writers.write_json(timing_path, timing)
-      progress.done(name)
-  finally:
-    progress.bar.close()
-
+  experiments, timing, preempted = run_studies(resolved, workdir)
+  if preempted is not None:
+    return preempted
   t = config.claims
   claims = {**claims_lib.judge_location(experiments['location'], t),
             **claims_lib.judge_augshift(experiments['augshift'], t),
@@ -257,7 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
     writers.write_json(os.path.join(workdir, 'results.json'), results)
     path = report.write_report(workdir, results)
     width = max(map(len, claims))
-    print('\n'.join(f'{k:<{width}}  {report.verdict(c)}' for k, c in claims.items()) +
+    print('\n'.join(f'{k:<{width}}  {claims_lib.verdict(c)}' for k, c in claims.items()) +
           f'\nReport: {path}', flush=True)
   return results
 

@@ -1,5 +1,6 @@
-"""The segmentation study (job ``segment_study``): for each seed, train DeepLabv3, rank its
-position channels and attack them; then a table (mean ± std over seeds) and mean curves.
+"""The segmentation study (job ``segment_study``): the `gpjax.study` grid over seeds of
+DeepLabv3 training runs, with the channel ranking and attack as the evaluator of each run;
+then a table (mean ± std over seeds) and mean curves.
 
 Seed s trains in ``workdir/runs/seed{s}`` and attacks in ``workdir/attacks/seed{s}``;
 a step whose ``results.json`` exists is skipped and an interrupted training run
@@ -7,8 +8,9 @@ resumes, so rerunning the command continues a killed study.
 """
 
 import copy
+import functools
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -16,24 +18,19 @@ import numpy as np
 
 from gpjax import metrics, segment, study, writers
 from gpjax.probes import attack
+from gpjax.validate import ConfigError, _at_least
 
 ROWS = (('clean', 'clean'), ('top-N overall', 'top_overall'), ('random N', 'random'),
         ('top-N left', 'top_left'), ('top-N right', 'top_right'))
 
 
-def _seed_configs(config: ml_collections.ConfigDict, workdir: str, seed: int):
-  run = copy.deepcopy(config.base)
-  with run.unlocked():
-    run.seed = config.base.seed + seed
-  probe = copy.deepcopy(config.attack)
-  with probe.unlocked():
-    probe.source.workdir = os.path.join(workdir, 'runs', f'seed{seed}')
-  return run, probe
+def runs(config: ml_collections.ConfigDict) -> study.Runs:
+  """One training run per seed, ``seed<s>``: the grid of this study has only the seed axis."""
+  return study.grid(config.base, [('seed{seed}', {})], config.study.seeds)
 
 
 def validate_study(config: ml_collections.ConfigDict) -> None:
   """Checks the study fields and the training config before any work."""
-  from gpjax.validate import ConfigError, _at_least
   _at_least('study.seeds', config.study.seeds, 1)
   counts = attack.parse_counts(config.attack.attack.counts)
   if config.study.table_count not in counts:
@@ -85,42 +82,44 @@ def aggregate(per_seed: list[dict[str, Any]], n: int) -> tuple[dict[str, Any], s
   return table, '\n'.join(lines) + '\n', curves
 
 
+def attack_run(config: ml_collections.ConfigDict, workdir: str, name: str,
+               run: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]:
+  """Evaluator: ranks and attacks the trained run ``run_dir`` (in ``workdir/attacks/<name>``)."""
+  out = os.path.join(workdir, 'attacks', name)
+
+  def compute():
+    probe = copy.deepcopy(config.attack)
+    with probe.unlocked():
+      probe.source.workdir = run_dir
+    print(f'[{name}] ranking and attack', flush=True)
+    return attack.run(probe, out)
+
+  return study.cached_or(out, compute)
+
+
 def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-  """Runs every seed not finished yet; writes results.json, table.md and curves.png.
-  ``progress(name, i, n)`` is called before each seed."""
+              progress: study.Progress | None = None) -> dict[str, Any]:
+  """Trains and attacks every seed not finished yet; writes results.json, table.md and
+  curves.png. ``progress(name, i, n)`` is called before each seed."""
   validate_study(config)
-  per_seed, trained = [], []
-  for seed in range(config.study.seeds):
-    if progress:
-      progress(f'seed{seed}', seed, config.study.seeds)
-    run, probe = _seed_configs(config, workdir, seed)
-    out = study.cached(os.path.join(probe.source.workdir, 'results.json'))
-    if out is None:
-      print(f'[seed {seed}] training', flush=True)
-      out = segment.train_and_evaluate(run, probe.source.workdir)
-      if 'preempted_at_step' in out:
-        return out
-    trained.append(out)
-    attack_dir = os.path.join(workdir, 'attacks', f'seed{seed}')
-    result = study.cached(os.path.join(attack_dir, 'results.json'))
-    if result is None:
-      print(f'[seed {seed}] ranking and attack', flush=True)
-      result = writers.as_json(attack.run(probe, attack_dir))
-    per_seed.append(result)
+  grid = runs(config)
+  outcome = study.run_grid(grid, workdir, segment.train_and_evaluate,
+                           {'attack': functools.partial(attack_run, config, workdir)}, progress)
+  if outcome.preempted is not None:
+    return outcome.preempted
+  per_seed = [outcome.evaluations['attack'][name] for name, _ in grid]
   n = config.study.table_count
   table, markdown, curves = aggregate(per_seed, n)
   results = writers.as_json({
       'table_count': n, 'num_channels': per_seed[0]['num_channels'], 'table': table,
-      'curves': curves, 'test_miou_per_seed': [float(t['test_miou']) for t in trained],
+      'curves': curves, 'test_miou_per_seed': [float(outcome.results[name]['test_miou'])
+                                               for name, _ in grid],
       'config': config.to_dict()})
+  m = config.base.model
+  title = (f'{config.base.data.name}: DeepLabv3-{m.backbone} width {m.width} '
+           f'(C={results["num_channels"]}), mean of {config.study.seeds} seeds')
+  study.write_outputs(workdir, results, markdown, {
+      'curves.png': lambda path: attack.save_curves(path, curves, title)})
   if jax.process_index() == 0:
-    writers.write_json(os.path.join(workdir, 'results.json'), results)
-    with open(os.path.join(workdir, 'table.md'), 'w') as f:
-      f.write(markdown)
-    m = config.base.model
-    attack.save_curves(os.path.join(workdir, 'curves.png'), curves,
-                       f'{config.base.data.name}: DeepLabv3-{m.backbone} width {m.width} '
-                       f'(C={results["num_channels"]}), mean of {config.study.seeds} seeds')
     print(markdown, flush=True)
   return results

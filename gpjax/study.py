@@ -1,33 +1,39 @@
-"""A grid of training runs (task x head x padding x grid x seed), resumable, summarised
-as a Markdown table and a figure.
+"""The study runner: a grid of training runs, evaluators on each run, summaries over seeds;
+and the location study (job ``study``, configs/study.py) built on it.
 
-Each run trains in ``workdir/runs/<name>`` with ``train.train_and_evaluate``; a run whose
-``results.json`` exists is not rerun, and an interrupted one resumes from its checkpoint,
-so a killed study continues where it stopped when its command is rerun.
+A grid is a list of ``(name, training config)``, cell-major and seed-minor (`grid`);
+`run_configs` builds the classification grid task x head x padding x grid (x sweep) x
+seed from ``config.study``. `run_grid` trains each run in ``workdir/runs/<name>``: a run
+whose ``results.json`` exists is not rerun and an interrupted one resumes from its
+checkpoint, so a killed study continues where it stopped when its command is rerun. Then
+every evaluator ``(name, run_config, run_dir) -> dict`` is called on the run; evaluators
+cache their own outputs (`cached_or`). `summarize` gives mean ± std over seeds per cell.
 
-Two optional extensions, passed by the job that runs the study (none for configs/study.py):
-``sweep`` adds a grid axis over any training-config field (e.g. AugShift's
-``augshift.weight``), and ``evaluate(name, run_config, run_dir) -> {metric: float}`` is
-called on every trained run; its metrics are summarised over seeds like the accuracy.
+The location study (GAPNet vs PermuteNet over paddings) adds one evaluator: permutation
+probes of the unpermuted runs at ``study.probe_layers``.
 """
 
 import copy
+import dataclasses
 import functools
 import itertools
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from gpjax import train, writers
+from gpjax import study_figures, train, writers
 from gpjax.probes import permutation
 from gpjax.validate import ConfigError, validate
 
 AXES = ('task', 'head', 'padding', 'grid')
+Runs = list[tuple[str, ml_collections.ConfigDict]]  # (run name, its training config).
 Sweep = tuple[str, Sequence[Any]]  # (dotted training-config field, its values): one more axis.
-Evaluate = Callable[[str, ml_collections.ConfigDict, str], dict[str, float]]
+Train = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]  # (config, run_dir) -> results.
+Evaluator = Callable[[str, ml_collections.ConfigDict, str], dict[str, Any]]  # (name, config, dir).
+Progress = Callable[[str, int, int], None]  # (run name, its index, number of runs).
 
 
 def parse_list(field: str, text: str, cast: Callable[[str], Any] = str) -> list[Any]:
@@ -60,88 +66,93 @@ def config_field(config: ml_collections.ConfigDict, field: str) -> Any:
   return functools.reduce(lambda c, k: c[k], field.split('.'), config)
 
 
+def grid(base: ml_collections.ConfigDict, cells: Sequence[tuple[str, Mapping[str, Any]]],
+         seeds: int) -> Runs:
+  """Every (cell, seed): ``base`` with the cell's dotted fields set and ``seed = base.seed
+  + s``, named by the cell's name with ``{seed}`` filled in; cell-major order."""
+  runs = []
+  for (name, fields), seed in itertools.product(cells, range(seeds)):
+    run = copy.deepcopy(base)
+    with run.unlocked():
+      for field, value in fields.items():
+        parent, _, leaf = field.rpartition('.')
+        (config_field(run, parent) if parent else run)[leaf] = value
+      run.seed = base.seed + seed
+    runs.append((name.format(seed=seed), run))
+  return runs
+
+
 def _sweep_label(sweep: Sweep, value: Any) -> str:
   leaf = sweep[0].rpartition('.')[2]
   return f'{leaf}{value:g}' if isinstance(value, float) else f'{leaf}{value}'
 
 
-def run_configs(config: ml_collections.ConfigDict,
-                sweep: Sweep | None = None) -> list[tuple[str, ml_collections.ConfigDict]]:
-  """(name, training config) of every run of the grid, in a fixed order; with a
-  ``sweep``, every value of its field for each cell (named ``..._g3_weight0.1_s0``)."""
+def run_configs(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -> Runs:
+  """The classification grid of ``config.study``: task x (head, padding) x grid x seed,
+  named ``<task>_<head>_<padding>_g<g>_s<seed>``; with a ``sweep``, every value of its
+  field for each cell (named ``..._g3_weight0.1_s0``)."""
   s = config.study
   tasks, grids = parse_list('study.tasks', s.tasks), parse_list('study.grids', s.grids, int)
-  cells = list(itertools.product(parse_list('study.heads', s.heads),
+  pairs = list(itertools.product(parse_list('study.heads', s.heads),
                                  parse_list('study.paddings', s.paddings)))
   if s.probe_heads:  # Unpermuted networks to probe, where the grid lacks them.
-    cells += [c for c in itertools.product(parse_list('study.probe_heads', s.probe_heads),
+    pairs += [c for c in itertools.product(parse_list('study.probe_heads', s.probe_heads),
                                            parse_list('study.probe_paddings', s.probe_paddings))
-              if c not in cells]
-  runs = []
-  values = [None] if sweep is None else list(sweep[1])
-  for task, (head, padding), g, value, seed in itertools.product(tasks, cells, grids, values,
-                                                                 range(s.seeds)):
-    run = copy.deepcopy(config.base)
-    with run.unlocked():
-      run.task, run.model.head, run.model.padding, run.data.grid = task, head, padding, g
-      run.seed = config.base.seed + seed
-      if sweep is not None:
-        parent, _, leaf = sweep[0].rpartition('.')
-        (config_field(run, parent) if parent else run)[leaf] = value
-    label = '' if sweep is None else _sweep_label(sweep, value) + '_'
-    runs.append((f'{task}_{head}_{padding}_g{g}_{label}s{seed}', run))
-  return runs
+              if c not in pairs]
+  cells = []
+  for task, (head, padding), g, value in itertools.product(
+      tasks, pairs, grids, [None] if sweep is None else list(sweep[1])):
+    fields = {'task': task, 'model.head': head, 'model.padding': padding, 'data.grid': g}
+    label = ''
+    if sweep is not None:
+      fields[sweep[0]] = value
+      label = _sweep_label(sweep, value) + '_'
+    cells.append((f'{task}_{head}_{padding}_g{g}_{label}s{{seed}}', fields))
+  return grid(config.base, cells, s.seeds)
 
 
-def validate_study(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -> None:
-  """Checks the grid axes and every run's training config before any work."""
+def validate_runs(config: ml_collections.ConfigDict, runs: Runs,
+                  check: Callable[[ml_collections.ConfigDict], None] = validate) -> None:
+  """Checks ``study.seeds`` and every run's training config with ``check`` before any work."""
   if config.study.seeds < 1:
     raise ConfigError(f'config.study.seeds={config.study.seeds!r} must be >= 1.')
-  for name, run in run_configs(config, sweep):
+  for name, run in runs:
     try:
-      validate(run)
+      check(run)
     except ConfigError as e:
       raise ConfigError(f'run {name}: {e}') from None
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: Callable[[str, int, int], None] | None = None, *,
-              sweep: Sweep | None = None, evaluate: Evaluate | None = None) -> dict[str, Any]:
-  """Trains every run not finished yet (then calls ``evaluate`` on it, if given), then
-  writes ``results.json``, ``table.md`` and ``accuracy.png`` in ``workdir`` (and, with a
-  sweep and an evaluator, ``metrics.png``: each metric against the sweep's values)."""
-  validate_study(config, sweep)
-  runs = run_configs(config, sweep)
-  results, evaluations = {}, {}
+@dataclasses.dataclass
+class Outcome:
+  """What `run_grid` did: each run's training results and each evaluator's output."""
+  results: dict[str, dict[str, Any]]  # Run name -> its training results.
+  evaluations: dict[str, dict[str, dict[str, Any]]]  # Evaluator -> run name -> its output.
+  preempted: dict[str, Any] | None = None  # The results of a preempted run; the grid stopped.
+
+
+def run_grid(runs: Runs, workdir: str, train_fn: Train,
+             evaluators: Mapping[str, Evaluator] | None = None,
+             progress: Progress | None = None) -> Outcome:
+  """Trains every run of ``runs`` not finished yet in ``workdir/runs/<name>`` and calls each
+  evaluator on it; stops at a preempted run. ``progress(name, i, n)`` before each run."""
+  evaluators = evaluators or {}
+  outcome = Outcome({}, {e: {} for e in evaluators})
   for i, (name, run) in enumerate(runs):
     run_dir = os.path.join(workdir, 'runs', name)
     if progress:
       progress(name, i, len(runs))
-    results[name] = cached(os.path.join(run_dir, 'results.json'))
-    if results[name] is None:
+    outcome.results[name] = cached(os.path.join(run_dir, 'results.json'))
+    if outcome.results[name] is None:
       print(f'[{i + 1}/{len(runs)}] {name}', flush=True)
-      out = train.train_and_evaluate(run, run_dir)
+      out = train_fn(run, run_dir)
       if 'preempted_at_step' in out:
-        return out
-      results[name] = writers.as_json(out)
-    if evaluate is not None:
-      evaluations[name] = evaluate(name, run, run_dir)
-  summary = summarize(runs, results, sweep, evaluations)
-  probes = run_probes(config, workdir, runs)
-  if probes:
-    summary['probes'] = probes
-  if jax.process_index() == 0:
-    writers.write_json(os.path.join(workdir, 'results.json'), summary)
-    with open(os.path.join(workdir, 'table.md'), 'w') as f:
-      f.write(markdown_table(summary))
-      if evaluations:
-        f.write('\n' + metric_table(summary))
-      if probes:
-        f.write('\n' + probe_table(probes))
-    save_figure(os.path.join(workdir, 'accuracy.png'), summary)
-    if evaluations and sweep is not None:
-      save_metric_figure(os.path.join(workdir, 'metrics.png'), summary)
-  return summary
+        outcome.preempted = out
+        return outcome
+      outcome.results[name] = writers.as_json(out)
+    for e, evaluate in evaluators.items():
+      outcome.evaluations[e][name] = evaluate(name, run, run_dir)
+  return outcome
 
 
 def cached(path: str) -> dict[str, Any] | None:
@@ -151,10 +162,33 @@ def cached(path: str) -> dict[str, Any] | None:
   return writers.read_json(path) if os.path.exists(path) else None
 
 
-def summarize(runs, results, sweep: Sweep | None = None,
-              evaluations: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-  """Mean and std of test accuracy (and of each evaluated metric) over seeds for every
-  (task, head, padding, grid) and sweep value."""
+def cached_or(out_dir: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+  """``out_dir/results.json`` if it exists, else ``compute()`` (which writes it), as JSON."""
+  result = cached(os.path.join(out_dir, 'results.json'))
+  return writers.as_json(compute()) if result is None else result
+
+
+def write_outputs(workdir: str, summary: dict[str, Any], table: str,
+                  figures: Mapping[str, Callable[[str], None]]) -> None:
+  """On process 0: ``results.json``, ``table.md`` and each figure ``file -> save(path)``."""
+  if jax.process_index() != 0:
+    return
+  writers.write_json(os.path.join(workdir, 'results.json'), summary)
+  with open(os.path.join(workdir, 'table.md'), 'w') as f:
+    f.write(table)
+  for file, save in figures.items():
+    save(os.path.join(workdir, file))
+
+
+def over_seeds(values: Sequence[float]) -> dict[str, Any]:
+  """``{'values', 'mean', 'std'}`` of one number over a cell's seeds."""
+  return {'values': list(values), 'mean': float(np.mean(values)), 'std': float(np.std(values))}
+
+
+def summarize(runs: Runs, results: Mapping[str, dict[str, Any]], sweep: Sweep | None = None,
+              metrics: Mapping[str, dict[str, float]] | None = None) -> dict[str, Any]:
+  """Mean and std over seeds of test accuracy (and of each evaluated metric, ``metrics``:
+  run name -> {metric: float}) for every (task, head, padding, grid) and sweep value."""
   groups: dict[tuple, list[str]] = {}
   for name, run in runs:
     key = (run.task, run.model.head, run.model.padding, run.data.grid)
@@ -170,37 +204,24 @@ def summarize(runs, results, sweep: Sweep | None = None,
                 std=float(np.std(accs)), chance=1.0 / num_classes)
     if sweep is not None:
       cell['sweep'] = key[4]
-    if evaluations:
-      cell['metrics'] = {m: {'values': v, 'mean': float(np.mean(v)), 'std': float(np.std(v))}
-                         for m in evaluations[names[0]]
-                         for v in [[evaluations[n][m] for n in names]]}
+    if metrics:
+      cell['metrics'] = {m: over_seeds([metrics[n][m] for n in names]) for m in metrics[names[0]]}
     cells.append(cell)
   summary = {'cells': cells, 'runs': {n: results[n]['test_accuracy'] for n, _ in runs}}
   if sweep is not None:
     summary['sweep_field'] = sweep[0]
-  if evaluations:
-    summary['evaluations'] = evaluations
+  if metrics:
+    summary['evaluations'] = dict(metrics)
   return summary
-
-
-def _columns(summary):
-  cols = []
-  for c in summary['cells']:
-    if (c['task'], c['head']) not in cols:
-      cols.append((c['task'], c['head']))
-  return cols
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
   """Rows: padding (and grid); columns: task x head; cells: mean ± std in %."""
-  cols = _columns(summary)
+  cols = study_figures.columns(summary)
   field = summary.get('sweep_field')  # Absent without a sweep: no column for it.
   index = {(c['task'], c['head'], c['padding'], c['grid'], c.get('sweep')): c
            for c in summary['cells']}
-  rows = []
-  for c in summary['cells']:
-    if (c['padding'], c['grid'], c.get('sweep')) not in rows:
-      rows.append((c['padding'], c['grid'], c.get('sweep')))
+  rows = list(dict.fromkeys((c['padding'], c['grid'], c.get('sweep')) for c in summary['cells']))
   extra = '' if field is None else f'{field} | '
   lines = ['| padding | g | ' + extra + ' | '.join(f'{t} {h}' for t, h in cols) + ' |',
            '|---|---|' + ('' if field is None else '---|') + '---|' * len(cols)]
@@ -217,40 +238,6 @@ def markdown_table(summary: dict[str, Any]) -> str:
   lines.append('Test accuracy in %, mean ± std over seeds. Chance: ' + ', '.join(
       f'{t} g={g} {100 * p:.1f}%' for t, g, p in chance) + '.')
   return '\n'.join(lines) + '\n'
-
-
-def save_figure(path: str, summary: dict[str, Any]) -> None:
-  """Grouped bars: accuracy per padding, one bar per task x head, chance dashed."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  cols = _columns(summary)
-  grids = sorted({c['grid'] for c in summary['cells']})
-  fig, axes = plt.subplots(1, len(grids), figsize=(9 * len(grids), 4), squeeze=False)
-  field = summary.get('sweep_field')
-  for ax, g in zip(axes[0], grids):
-    cells = [c for c in summary['cells'] if c['grid'] == g]
-    paddings = list(dict.fromkeys((c['padding'], c.get('sweep')) for c in cells))
-    width = 0.8 / len(cols)
-    for j, (t, h) in enumerate(cols):
-      pick = {(c['padding'], c.get('sweep')): c for c in cells if (c['task'], c['head']) == (t, h)}
-      xs = [i + (j - (len(cols) - 1) / 2) * width for i, p in enumerate(paddings) if p in pick]
-      ax.bar(xs, [100 * pick[p]['mean'] for p in paddings if p in pick], width,
-             yerr=[100 * pick[p]['std'] for p in paddings if p in pick], capsize=2,
-             label=f'{t} {h}')
-    for t, style in (('location', '--'), ('semantic', ':')):
-      chance = [c['chance'] for c in cells if c['task'] == t]
-      if chance:
-        ax.axhline(100 * chance[0], color='gray', ls=style, lw=1, label=f'{t} chance')
-    ax.set_xticks(range(len(paddings)), [p if field is None else f'{p}\n{field}={v}'
-                                         for p, v in paddings])
-    ax.set_ylim(0, 100)
-    ax.set_ylabel('test accuracy (%)')
-    ax.set_title(f'grid {g}x{g}')
-    ax.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def metric_table(summary: dict[str, Any]) -> str:
@@ -271,61 +258,39 @@ def metric_table(summary: dict[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def save_metric_figure(path: str, summary: dict[str, Any]) -> None:
-  """One panel per metric (test accuracy first) against the sweep's values, one line
-  per (task, head, padding, grid), error bars = std over seeds."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  field, cells = summary['sweep_field'], summary['cells']
-  metrics = ['test accuracy'] + list(cells[0]['metrics'])
-  fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.5), squeeze=False)
-  lines = list(dict.fromkeys((c['task'], c['head'], c['padding'], c['grid']) for c in cells))
-  values = sorted({c['sweep'] for c in cells})
-  positive = [abs(v) for v in values if v]
-  for ax, m in zip(axes[0], metrics):
-    for key in lines:
-      pts = sorted((c['sweep'], c) for c in cells
-                   if (c['task'], c['head'], c['padding'], c['grid']) == key)
-      stats = [(c['mean'], c['std']) if m == 'test accuracy' else
-               (c['metrics'][m]['mean'], c['metrics'][m]['std']) for _, c in pts]
-      ax.errorbar([v for v, _ in pts], [a for a, _ in stats], yerr=[b for _, b in stats],
-                  marker='o', capsize=3, label=' '.join(map(str, key[:3])) + f' g={key[3]}')
-    if positive and 0 in values and len(positive) > 1:  # Log scale that still shows 0.
-      ax.set_xscale('symlog', linthresh=min(positive))
-    elif positive and min(values) > 0:
-      ax.set_xscale('log')
-    ax.set_xlabel(field)
-    ax.set_title(m)
-  axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+# The location study: python -m gpjax.main --config=configs/study.py --workdir=OUT
 
 
-def run_probes(config: ml_collections.ConfigDict, workdir: str, runs) -> list[dict[str, Any]]:
-  """Probes each trained run whose head and padding are in ``study.probe_heads``
-  and ``study.probe_paddings`` with random
-  channel orderings at every layer of ``study.probe_layers``; returns one row
-  per (task, head, padding, grid, layer) with accuracies averaged over seeds."""
+def validate_study(config: ml_collections.ConfigDict) -> None:
+  """Checks the grid axes and every run's training config before any work."""
+  validate_runs(config, run_configs(config))
+
+
+def probe_layers(config: ml_collections.ConfigDict, name: str, run: ml_collections.ConfigDict,
+                 run_dir: str) -> dict[int, dict[str, Any]]:
+  """Evaluator: layer -> the permutation probe of ``run`` there (``run_dir/probe_layer<L>``),
+  for runs whose head and padding are in ``study.probe_heads`` / ``probe_paddings``."""
   s = config.study
-  if not s.probe_heads:
-    return []
-  heads = parse_list('study.probe_heads', s.probe_heads)
-  paddings = parse_list('study.probe_paddings', s.probe_paddings)
-  layers = parse_list('study.probe_layers', s.probe_layers, int)
+  if (run.model.head not in parse_list('study.probe_heads', s.probe_heads) or
+      run.model.padding not in parse_list('study.probe_paddings', s.probe_paddings)):
+    return {}
+  out = {}
+  for layer in parse_list('study.probe_layers', s.probe_layers, int):
+    probe = copy.deepcopy(config.probe)
+    probe.probe.source_workdir = run_dir
+    probe.probe.layer = layer
+    out_dir = os.path.join(run_dir, f'probe_layer{layer}')
+    out[layer] = cached_or(out_dir, functools.partial(permutation.run, probe, out_dir))
+  return out
+
+
+def probe_rows(runs: Runs, probes: Mapping[str, dict[int, dict[str, Any]]]
+               ) -> list[dict[str, Any]]:
+  """One row per (task, head, padding, grid, layer) of the probed runs: accuracy
+  unpermuted and under random orderings, each averaged over seeds."""
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for name, run in runs:
-    if run.model.head not in heads or run.model.padding not in paddings:
-      continue
-    for layer in layers:
-      out_dir = os.path.join(workdir, 'runs', name, f'probe_layer{layer}')
-      result = cached(os.path.join(out_dir, 'results.json'))
-      if result is None:
-        probe = copy.deepcopy(config.probe)
-        probe.probe.source_workdir = os.path.join(workdir, 'runs', name)
-        probe.probe.layer = layer
-        result = writers.as_json(permutation.run(probe, out_dir))
+    for layer, result in probes[name].items():
       key = (run.task, run.model.head, run.model.padding, run.data.grid, layer)
       groups.setdefault(key, []).append(result)
   rows = []
@@ -353,3 +318,26 @@ def probe_table(rows: list[dict[str, Any]]) -> str:
                'mean over seeds of the mean over orderings (± std over seeds). Retained = '
                'random / unpermuted.')
   return '\n'.join(lines) + '\n'
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str,
+              progress: Progress | None = None) -> dict[str, Any]:
+  """The location study: trains the grid, probes the unpermuted runs, writes
+  ``results.json``, ``table.md`` and ``accuracy.png``; returns the summary."""
+  validate_study(config)
+  runs = run_configs(config)
+  evaluators = {}
+  if config.study.probe_heads:  # '' = no probes.
+    evaluators['probes'] = functools.partial(probe_layers, config)
+  outcome = run_grid(runs, workdir, train.train_and_evaluate, evaluators, progress)
+  if outcome.preempted is not None:
+    return outcome.preempted
+  summary = summarize(runs, outcome.results)
+  table = markdown_table(summary)
+  probes = probe_rows(runs, outcome.evaluations['probes']) if evaluators else []
+  if probes:
+    summary['probes'] = probes
+    table += '\n' + probe_table(probes)
+  write_outputs(workdir, summary, table, {
+      'accuracy.png': functools.partial(study_figures.save_accuracy_figure, summary=summary)})
+  return summary

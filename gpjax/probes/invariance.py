@@ -313,32 +313,6 @@ def study_sweep(config: Any):
   return study.parse_sweep(config.base, config.study.sweep_field, config.study.sweep_values)
 
 
-def validate_study(config: Any) -> None:
-  """The grid with its sweep, and the evaluator's fields (its source is set per run)."""
-  from gpjax import study
-  study.validate_study(config, study_sweep(config))
-  _check_fields(config.evaluator.invariance, 'evaluator.invariance')
-
-
-def run_study(config: Any, workdir: str, progress: Any = None) -> dict[str, Any]:
-  """`gpjax.study.run_study` over ``study.sweep_field`` with `evaluate_run`, plus
-  ``accuracy_vs_shift.png`` (the curves, mean over seeds, one per sweep value)."""
-  from gpjax import study, writers
-  validate_study(config)
-  sweep = study_sweep(config)
-  summary = study.run_study(config, workdir, progress, sweep=sweep,
-                            evaluate=functools.partial(evaluate_run, config))
-  if 'cells' not in summary or jax.process_index() != 0:  # Preempted; or not the writer.
-    return summary
-  curves = {}
-  for name, run_config in study.run_configs(config, sweep):
-    r = writers.read_json(os.path.join(workdir, 'runs', name, 'invariance', 'results.json'))
-    key = (run_config.model.head, run_config.model.padding, study.config_field(run_config, sweep[0]))
-    curves.setdefault(key, []).append(r['accuracy_vs_shift'])
-  save_curves(os.path.join(workdir, 'accuracy_vs_shift.png'), curves, sweep[0])
-  return summary
-
-
 def save_curves(path: str, curves: dict[tuple, list[dict[str, Any]]], field: str) -> None:
   """Accuracy vs column offset, mean over seeds (band = std), one line per (head, padding, value)."""
   import matplotlib

@@ -1,0 +1,74 @@
+"""The AugShift study (job ``augshift_study``, configs/augshift_study.py): the grid of
+`gpjax.study` with a sweep over ``study.sweep_field`` (``augshift.weight``), and the
+invariance measures of `gpjax.probes.invariance` as the evaluator of every run (cached in
+``runs/<name>/invariance``). Writes results.json, table.md, accuracy.png, metrics.png and
+accuracy_vs_shift.png.
+"""
+
+import copy
+import functools
+import os
+from typing import Any
+
+import ml_collections
+
+from gpjax import study, study_figures, train
+from gpjax.probes import invariance
+
+# Per-run scalars the study summarises over seeds (from each run's invariance results).
+METRICS = ('consistency', 'readout_accuracy', 'latent_distance', 'shifted_accuracy')
+
+
+def sweep(config: ml_collections.ConfigDict) -> study.Sweep:
+  """The study's extra grid axis: (study.sweep_field, its values)."""
+  return study.parse_sweep(config.base, config.study.sweep_field, config.study.sweep_values)
+
+
+def runs(config: ml_collections.ConfigDict) -> study.Runs:
+  """The grid: task x head x padding x grid x lambda x seed."""
+  return study.run_configs(config, sweep(config))
+
+
+def validate_study(config: ml_collections.ConfigDict) -> None:
+  """The grid with its sweep, and the evaluator's fields (its source is set per run)."""
+  study.validate_runs(config, runs(config))
+  invariance._check_fields(config.evaluator.invariance, 'evaluator.invariance')
+
+
+def measure(config: ml_collections.ConfigDict, name: str, run: ml_collections.ConfigDict,
+            run_dir: str) -> dict[str, Any]:
+  """Evaluator: the invariance results of one trained run (``run_dir/invariance``)."""
+  out = os.path.join(run_dir, 'invariance')
+
+  def compute():
+    probe = copy.deepcopy(config.evaluator)
+    probe.invariance.source_workdir = run_dir
+    print(f'invariance of {name}', flush=True)
+    return invariance.run(probe, out)
+
+  return study.cached_or(out, compute)
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str,
+              progress: study.Progress | None = None) -> dict[str, Any]:
+  """Trains and measures every run not finished yet; writes the study's files."""
+  validate_study(config)
+  grid, (field, _) = runs(config), sweep(config)
+  outcome = study.run_grid(grid, workdir, train.train_and_evaluate,
+                           {'invariance': functools.partial(measure, config)}, progress)
+  if outcome.preempted is not None:
+    return outcome.preempted
+  measured = outcome.evaluations['invariance']
+  summary = study.summarize(grid, outcome.results, sweep(config), {
+      name: {m: float(r[m]) for m in METRICS} for name, r in measured.items()})
+  curves = {}  # (head, padding, lambda) -> each seed's accuracy vs shift.
+  for name, run in grid:
+    key = (run.model.head, run.model.padding, study.config_field(run, field))
+    curves.setdefault(key, []).append(measured[name]['accuracy_vs_shift'])
+  study.write_outputs(workdir, summary, study.markdown_table(summary) + '\n' +
+                      study.metric_table(summary), {
+      'accuracy.png': functools.partial(study_figures.save_accuracy_figure, summary=summary),
+      'metrics.png': functools.partial(study_figures.save_metric_figure, summary=summary),
+      'accuracy_vs_shift.png': functools.partial(study_figures.save_shift_curves,
+                                                 curves=curves, field=field)})
+  return summary

@@ -1,0 +1,179 @@
+"""gpjax.study: the grid, resume and skip, evaluators per run, summaries over seeds; and the
+three studies on it with training and probes faked (the real ones: test_reproduce)."""
+
+import os
+
+import pytest
+
+from configs import augshift_study as augshift_config
+from configs import segmentation_study as segmentation_config
+from configs import study as study_config
+from gpjax import augshift_study, segment_study, study, writers
+from gpjax.probes import invariance, permutation
+from gpjax.validate import ConfigError
+
+
+def fake_train(trained):
+  """A training function that records its runs and writes results.json like a real one."""
+  def train_fn(run, run_dir):
+    trained.append(os.path.basename(run_dir))
+    os.makedirs(run_dir, exist_ok=True)
+    results = {'test_accuracy': 0.5 + run.augshift.weight / 10 + run.seed / 100,
+               'num_classes': 10}
+    writers.write_json(os.path.join(run_dir, 'results.json'), results)
+    return results
+  return train_fn
+
+
+def test_grid_sets_fields_and_seeds_cell_major():
+  base = study_config.get_config().base
+  runs = study.grid(base, [('a{seed}', {'model.width': 3}), ('b{seed}', {'task': 'semantic'})], 2)
+  assert [n for n, _ in runs] == ['a0', 'a1', 'b0', 'b1']
+  assert [r.seed for _, r in runs] == [base.seed, base.seed + 1] * 2
+  assert [r.model.width for _, r in runs] == [3, 3, base.model.width, base.model.width]
+  assert runs[2][1].task == 'semantic' and base.task == 'location'  # The base is untouched.
+
+
+def test_location_grid_names_and_probe_cells():
+  config = study_config.get_config()
+  runs = study.run_configs(config)
+  assert runs[0][0] == 'location_gapnet_zero_g3_s0' and len(runs) == 78
+  linear = [n for n, _ in runs if '_linear_' in n]  # Only the probed padding is added.
+  assert linear == [f'{t}_linear_zero_g3_s{s}' for t in ('location', 'semantic') for s in range(3)]
+  results = {n: {'test_accuracy': 0.5, 'num_classes': 10} for n, _ in runs}
+  summary = study.summarize(runs, results)
+  assert 'sweep_field' not in summary and 'sweep' not in summary['cells'][0]
+  assert 'metrics' not in summary['cells'][0] and 'evaluations' not in summary
+  table = study.markdown_table(summary)
+  assert table.splitlines()[0] == ('| padding | g | location gapnet | location permutenet | '
+                                   'location linear | semantic gapnet | semantic permutenet | '
+                                   'semantic linear |')
+  assert table.splitlines()[2].startswith('| zero | 3 | 50.0 ± 0.0 (n=3) |')
+  assert 'Chance: location g=3 11.1%, semantic g=3 10.0%.' in table
+
+
+def test_run_grid_evaluates_every_run_skips_finished_ones(tmp_path):
+  config = augshift_config.get_config()
+  config.study.seeds = 2
+  config.study.sweep_values = '0,0.5'
+  sweep = study.parse_sweep(config.base, 'augshift.weight', config.study.sweep_values)
+  runs = study.run_configs(config, sweep)
+  trained, evaluated, seen = [], [], []
+
+  def evaluate(name, run, run_dir):
+    evaluated.append(name)
+    assert run_dir == str(tmp_path / 'runs' / name) and os.path.isdir(run_dir)
+    return {'consistency': 0.8 + run.augshift.weight / 5 + run.seed / 100}
+
+  outcome = study.run_grid(runs, str(tmp_path), fake_train(trained), {'m': evaluate},
+                           lambda name, i, n: seen.append((name, i, n)))
+  names = ['semantic_linear_zero_g3_weight0_s0', 'semantic_linear_zero_g3_weight0_s1',
+           'semantic_linear_zero_g3_weight0.5_s0', 'semantic_linear_zero_g3_weight0.5_s1']
+  assert trained == evaluated == names and outcome.preempted is None
+  assert seen == [(n, i, 4) for i, n in enumerate(names)]
+  summary = study.summarize(runs, outcome.results, sweep, outcome.evaluations['m'])
+  assert [c['sweep'] for c in summary['cells']] == [0.0, 0.5]
+  c = summary['cells'][1]['metrics']['consistency']
+  assert c['values'] == pytest.approx([0.9, 0.91]) and c['mean'] == pytest.approx(0.905)
+  assert c['std'] == pytest.approx(0.005)
+  assert summary['cells'][1]['accuracies'] == pytest.approx([0.55, 0.56])
+  assert summary['cells'][1]['mean'] == pytest.approx(0.555)
+  assert summary['evaluations'][names[3]]['consistency'] == pytest.approx(0.91)
+  assert '| zero | 3 | 0.5 | 55.5 ± 0.5 (n=2) |' in study.markdown_table(summary)
+  assert ('| semantic | linear | zero | 3 | 0.5 | 0.555 ± 0.005 | 0.905 ± 0.005 |'
+          in study.metric_table(summary))
+  again = study.run_grid(runs, str(tmp_path), fake_train(trained), {'m': evaluate})
+  assert len(trained) == 4 and evaluated == names * 2  # Not retrained; evaluated again.
+  assert again.results == outcome.results
+
+
+def test_run_grid_stops_at_a_preempted_run(tmp_path):
+  runs = study.grid(study_config.get_config().base, [('r{seed}', {})], 3)
+  trained = []
+
+  def train_fn(run, run_dir):
+    trained.append(run.seed)
+    return {'preempted_at_step': 7} if len(trained) == 2 else {'test_accuracy': 1.0}
+
+  outcome = study.run_grid(runs, str(tmp_path), train_fn, {'m': lambda *a: {}})
+  assert outcome.preempted == {'preempted_at_step': 7} and len(trained) == 2
+  assert list(outcome.results) == ['r0', 'r1'] and list(outcome.evaluations['m']) == ['r0']
+
+
+def test_cached_or_computes_once(tmp_path):
+  calls = []
+
+  def compute():
+    calls.append(1)
+    result = {'x': 2.5}
+    writers.write_json(str(tmp_path / 'results.json'), result)
+    return result
+
+  assert study.cached_or(str(tmp_path), compute) == {'x': 2.5}
+  assert study.cached_or(str(tmp_path), compute) == {'x': 2.5} and len(calls) == 1
+
+
+def test_location_study_probes_only_unpermuted_runs(monkeypatch, tmp_path):
+  config = study_config.get_config()
+  config.study.tasks, config.study.paddings, config.study.seeds = 'location', 'zero', 2
+  config.study.probe_layers = '4,5'
+  probed = []
+
+  def fake_probe(probe, out_dir):
+    probed.append((os.path.basename(probe.probe.source_workdir), probe.probe.layer))
+    return {'accuracy_identity': 0.5, 'summary': {'mean': 0.1 * probe.probe.layer},
+            'chance': 1 / 9}
+
+  monkeypatch.setattr(study.train, 'train_and_evaluate', fake_train([]))
+  monkeypatch.setattr(permutation, 'run', fake_probe)
+  summary = study.run_study(config, str(tmp_path))
+  assert probed == [('location_linear_zero_g3_s0', 4), ('location_linear_zero_g3_s0', 5),
+                    ('location_linear_zero_g3_s1', 4), ('location_linear_zero_g3_s1', 5)]
+  assert [(r['head'], r['layer'], r['seeds']) for r in summary['probes']] == [
+      ('linear', 4, 2), ('linear', 5, 2)]
+  assert summary['probes'][1]['retained'] == pytest.approx(1.0)
+  table = (tmp_path / 'table.md').read_text()
+  assert '| location | linear | zero | 3 | 4 | 50.0 | 40.0 ± 0.0 | 80% |' in table
+  assert writers.read_json(tmp_path / 'results.json') == summary
+  assert (tmp_path / 'accuracy.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
+  config = augshift_config.get_config()
+  config.study.seeds, config.study.sweep_values = 2, '0,1'
+  metrics = dict.fromkeys(augshift_study.METRICS, 0.25)
+
+  def fake_measure(probe, out_dir):
+    run = writers.read_json(os.path.join(probe.invariance.source_workdir, 'results.json'))
+    result = {**metrics, 'consistency': run['test_accuracy'], 'other': [1, 2],
+              'accuracy_vs_shift': {'offsets': [[8, 0], [8, 8]], 'accuracy': [0.5, 0.7]}}
+    os.makedirs(out_dir)
+    writers.write_json(os.path.join(out_dir, 'results.json'), result)
+    return result
+
+  monkeypatch.setattr(augshift_study.train, 'train_and_evaluate', fake_train([]))
+  monkeypatch.setattr(invariance, 'run', fake_measure)
+  summary = augshift_study.run_study(config, str(tmp_path))
+  assert summary['sweep_field'] == 'augshift.weight' and len(summary['evaluations']) == 4
+  assert set(summary['evaluations']['semantic_linear_zero_g3_weight1_s1']) == set(
+      augshift_study.METRICS)
+  assert summary['cells'][1]['metrics']['consistency']['values'] == pytest.approx([0.6, 0.61])
+  for name in ('accuracy.png', 'metrics.png', 'accuracy_vs_shift.png', 'table.md'):
+    assert os.path.getsize(tmp_path / name) > 0, name
+  monkeypatch.setattr(invariance, 'run', None)  # Cached: neither measured nor trained again.
+  monkeypatch.setattr(augshift_study.train, 'train_and_evaluate', None)
+  assert augshift_study.run_study(config, str(tmp_path)) == summary
+  config.evaluator.invariance.num_pairs = 0
+  with pytest.raises(ConfigError, match='evaluator.invariance.num_pairs'):
+    augshift_study.validate_study(config)
+
+
+def test_segment_study_grid_is_the_seeds():
+  config = segmentation_config.get_config('tiny')
+  config.study.seeds = 3
+  runs = segment_study.runs(config)
+  assert [n for n, _ in runs] == ['seed0', 'seed1', 'seed2']
+  assert [r.seed for _, r in runs] == [config.base.seed + s for s in range(3)]
+  config.study.seeds = 0
+  with pytest.raises(ConfigError, match='study.seeds'):
+    segment_study.validate_study(config)
