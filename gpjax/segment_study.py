@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import metrics, segment, study, writers
+from gpjax import figures, metrics, segment, study, writers
 from gpjax.probes import attack
 
 ROWS = (('clean', 'clean'), ('top-N overall', 'top_overall'), ('random N', 'random'),
@@ -56,7 +56,7 @@ def _at(results: dict[str, Any], key: str, n: int) -> dict[str, float]:
 
 
 def aggregate(per_seed: list[dict[str, Any]], n: int) -> tuple[dict[str, Any], str, dict]:
-  """(table values, Markdown table, mean curves in `attack.save_curves`' format)."""
+  """(table values, Markdown table, mean curves in `figures.save_attack_curves`' format)."""
   table = {}
   for label, key in ROWS:
     values = np.array([[_at(res, key, n)[r] for r in metrics.REGIONS] for res in per_seed])
@@ -119,7 +119,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     with open(os.path.join(workdir, 'table.md'), 'w') as f:
       f.write(markdown)
     m = config.base.model
-    attack.save_curves(os.path.join(workdir, 'curves.png'), curves,
+    figures.save_attack_curves(os.path.join(workdir, 'curves.png'), curves,
                        f'{config.base.data.name}: DeepLabv3-{m.backbone} width {m.width} '
                        f'(C={results["num_channels"]}), mean of {config.study.seeds} seeds')
     print(markdown, flush=True)
