@@ -18,7 +18,8 @@ Test sources are pasted at pixel offsets of the g x g canvas
   source in a random cell (label = cell) and scored on test canvases built the
   same way; chance is 1 / g^2: lower = less position readable from the latent.
 
-``run`` is the job (configs/augshift.py:invariance) on a trained workdir;
+`evaluate` measures a loaded run (`gpjax.runs.load_run`), ``run`` is the job
+(configs/augshift.py:invariance) on a trained workdir;
 ``run_study`` the AugShift study (configs/augshift_study.py), `gpjax.study` with a
 sweep over ``augshift.weight`` and `evaluate_run` as its evaluator.
 """
@@ -35,6 +36,7 @@ import numpy as np
 
 from gpjax import figures, runs, writers
 from gpjax.data import canvas, input_pipeline
+from gpjax.validate import ConfigError, _at_least
 
 # canvases (n, H, W, C) -> (logits (n, k), GAP latents (n, C)).
 Apply = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
@@ -183,7 +185,6 @@ def location_readout(train_latents: np.ndarray, train_cells: np.ndarray,
 
 
 def _check_fields(v: Any, prefix: str) -> None:
-  from gpjax.validate import ConfigError, _at_least
   for field in ('seed', 'num_images', 'readout_images'):
     _at_least(f'{prefix}.{field}', v[field], 0)
   for field in ('num_pairs', 'curve_points', 'batch_size'):
@@ -194,7 +195,6 @@ def _check_fields(v: Any, prefix: str) -> None:
 
 def validate_config(config: Any) -> None:
   """Raises ConfigError naming the first bad ``config.invariance`` field."""
-  from gpjax.validate import ConfigError
   v = config.invariance
   _check_fields(v, 'invariance')
   src = v.source_workdir

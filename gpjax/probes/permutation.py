@@ -14,12 +14,12 @@ as row 0, evaluated in one jitted call per batch of images:
   ``ordering_chunk`` at a time (``lax.map``), each holding a copy of its maps.
 
 Images go ``image_chunk`` at a time per device, sharded over the ``data`` mesh
-axis (``shard_map``, counts summed with ``psum``). The job ``permutation_probe``
-(configs/permutation_probe.py) writes ``results.json`` and a histogram.
+axis (``shard_map``, counts summed with ``psum``). `evaluate` probes a loaded run
+(`gpjax.runs.load_run`); the job ``permutation_probe`` (configs/permutation_probe.py,
+`run`) writes its ``results.json`` and a histogram.
 """
 
 import itertools
-import json
 import os
 import time
 from typing import Any, Callable
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel
+from gpjax import parallel, writers
 from gpjax.models.classifier import PERMUTE_LAYERS, Classifier
 from gpjax.models.resnet import STAGE_NAMES
 
@@ -243,11 +243,6 @@ def summarize(correct: Any, count: Any) -> dict[str, Any]:
 # The job: python -m gpjax.main --config=configs/permutation_probe.py --workdir=OUT
 
 
-def _read_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
-
-
 def validate_config(config: Any) -> None:
   """Raises ConfigError with one line naming the first bad ``config.probe`` field."""
   from gpjax.validate import DTYPES, ConfigError, _at_least, _one_of
@@ -271,7 +266,7 @@ def validate_config(config: Any) -> None:
   if not os.path.isdir(os.path.join(src, 'checkpoints')):
     raise ConfigError(f'config.probe.source_workdir={src!r} holds no checkpoints/ folder: train '
                       'a model there first.')
-  head = _read_json(os.path.join(src, 'config.json'))['model']['head']
+  head = writers.read_json(os.path.join(src, 'config.json'))['model']['head']
   if p.layer == 5 and head == 'gapnet':
     raise ConfigError(f'config.probe.layer=5 permutes the pooled vector before a Dense layer, but '
                       f'the model in {src!r} is a GAPNet, whose pooled vector is its logits: '
@@ -323,7 +318,7 @@ def evaluate(config: Any, source: Any, model: Classifier, variables: Variables,
 def run(config: Any, workdir: str) -> dict[str, Any]:
   """Probes ``config.probe.source_workdir``'s newest checkpoint (`evaluate`), writes
   ``results.json`` and ``accuracy_histogram.png`` to ``workdir`` and returns the results."""
-  from gpjax import figures, runs, writers
+  from gpjax import figures, runs
   validate_config(config)
   p = config.probe
   source, model, variables, info = runs.load_run(p.source_workdir, p.dtype, p.data_dir)
