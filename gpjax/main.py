@@ -16,7 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from gpjax import augshift_study, reproduce, segment, segment_study, study, train
-from gpjax.probes import attack, invariance, permutation, ranking
+from gpjax.probes import attack, invariance, permutation
 from gpjax.validate import ConfigError, validate
 
 # What a config's `job` field runs, and the check run on its config first.
@@ -27,7 +27,7 @@ VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_confi
 JOBS.update(invariance=invariance.run, augshift_study=augshift_study.run_study)
 VALIDATORS.update(invariance=invariance.validate_config,
                   augshift_study=augshift_study.validate_study)
-JOBS.update(segment=segment.train_and_evaluate, rank=ranking.run, attack=attack.run,
+JOBS.update(segment=segment.train_and_evaluate, rank=attack.run_rank, attack=attack.run,
             segment_study=segment_study.run_study)
 VALIDATORS.update(segment=segment.validate_config, rank=attack.validate_config,
                   attack=attack.validate_config, segment_study=segment_study.validate_study)

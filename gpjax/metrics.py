@@ -29,12 +29,6 @@ def region_bounds(width: int) -> dict[str, tuple[int, int]]:
   return {'whole': (0, width), 'left': (0, half), 'center': (q1, q3), 'right': (half, width)}
 
 
-def region_masks(width: int) -> dict[str, np.ndarray]:
-  """bool (W,) per region: True on the region's columns."""
-  cols = np.arange(width)
-  return {name: (cols >= a) & (cols < b) for name, (a, b) in region_bounds(width).items()}
-
-
 def _quarter_of_column(width: int) -> np.ndarray:
   """int (W,): which of the four quarters (cut at W//4, W//2, 3W//4) holds each column."""
   cuts = np.array([width // 4, width // 2, (3 * width) // 4])

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import metrics, segment, study, writers
+from gpjax import figures, metrics, segment, study, writers
 from gpjax.probes import attack
 from gpjax.validate import ConfigError, _at_least
 
@@ -53,7 +53,7 @@ def _at(results: dict[str, Any], key: str, n: int) -> dict[str, float]:
 
 
 def aggregate(per_seed: list[dict[str, Any]], n: int) -> tuple[dict[str, Any], str, dict]:
-  """(table values, Markdown table, mean curves in `attack.save_curves`' format)."""
+  """(table values, Markdown table, mean curves in `figures.save_attack_curves`' format)."""
   table = {}
   for label, key in ROWS:
     values = np.array([[_at(res, key, n)[r] for r in metrics.REGIONS] for res in per_seed])
@@ -119,7 +119,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   title = (f'{config.base.data.name}: DeepLabv3-{m.backbone} width {m.width} '
            f'(C={results["num_channels"]}), mean of {config.study.seeds} seeds')
   study.write_outputs(workdir, results, markdown, {
-      'curves.png': lambda path: attack.save_curves(path, curves, title)})
+      'curves.png': lambda path: figures.save_attack_curves(path, curves, title)})
   if jax.process_index() == 0:
     print(markdown, flush=True)
   return results

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from gpjax import loop, parallel, writers
+from gpjax import figures, loop, parallel, writers
 from gpjax.data import canvas, input_pipeline
 from gpjax.models import Classifier, random_ordering
 from gpjax.validate import validate
@@ -318,7 +318,7 @@ def _write_results(config, workdir, final, best, info, lead) -> dict[str, Any]:
   if lead:
     writers.write_json(os.path.join(workdir, 'results.json'), results)
     m = config.model
-    writers.save_location_heatmap(
+    figures.save_location_heatmap(
         os.path.join(workdir, 'per_location_accuracy.png'), final['per_location_accuracy'],
         config.data.grid, f'{config.task}: {m.backbone} {m.head}, padding={m.padding}\n'
         f'test accuracy {100 * final["test_accuracy"]:.1f}%')

@@ -1,4 +1,4 @@
-"""What a run leaves in its workdir: metrics.jsonl, TensorBoard events, figures."""
+"""What a run leaves in its workdir: metrics.jsonl, TensorBoard events, JSON files."""
 
 import json
 import os
@@ -65,25 +65,3 @@ def write_json(path: str, obj: Mapping[str, Any]) -> None:
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, default=_jsonable)
   os.replace(tmp, path)
-
-
-def save_location_heatmap(path: str, per_location: np.ndarray, grid: int, title: str) -> None:
-  """Saves a g x g heatmap of per-cell accuracy as PNG."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  acc = np.asarray(per_location, np.float64).reshape(grid, grid)
-  fig, ax = plt.subplots(figsize=(1.2 * grid + 2, 1.2 * grid + 1.5))
-  im = ax.imshow(acc, vmin=0, vmax=1, cmap='viridis')
-  for (r, c), v in np.ndenumerate(acc):
-    ax.text(c, r, f'{100 * v:.0f}', ha='center', va='center',
-            color='black' if v > 0.5 else 'white')
-  ax.set_xticks(range(grid))
-  ax.set_yticks(range(grid))
-  ax.set_xlabel('column')
-  ax.set_ylabel('row')
-  ax.set_title(title, fontsize=9)
-  fig.colorbar(im, ax=ax, label='test accuracy')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)

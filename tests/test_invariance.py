@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from configs import augshift as augshift_config
-from configs import augshift_study
-from configs import study as study_config
-from gpjax import checkpoint, main, study, train, writers
+from gpjax import checkpoint, main, train, writers
 from gpjax.data import builtin, canvas
 from gpjax.probes import invariance
 from gpjax.validate import ConfigError
@@ -186,56 +184,3 @@ def test_job_end_to_end(source_workdir, tmp_path):
   config.invariance.source_workdir = str(tmp_path / 'missing')
   with pytest.raises(ConfigError, match='holds no config.json'):
     main.VALIDATORS[config.job](config)
-
-
-def test_study_sweep_axis_and_evaluator(monkeypatch, tmp_path):
-  """The study with a sweep over augshift.weight and an evaluator, training faked."""
-  config = augshift_study.get_config()
-  config.study.seeds = 2
-  config.study.sweep_values = '0,0.5'
-  trained, evaluated = [], []
-
-  def fake_train(run, run_dir):
-    trained.append(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    results = {'test_accuracy': 0.5 + run.augshift.weight / 10 + run.seed / 100,
-               'num_classes': 10}
-    writers.write_json(os.path.join(run_dir, 'results.json'), results)
-    return results
-
-  def fake_evaluate(name, run, run_dir):
-    evaluated.append(name)
-    return {'consistency': 0.8 + run.augshift.weight / 5 + run.seed / 100}
-
-  monkeypatch.setattr(study.train, 'train_and_evaluate', fake_train)
-  sweep = study.parse_sweep(config.base, 'augshift.weight', config.study.sweep_values)
-  summary = study.run_study(config, str(tmp_path), sweep=sweep, evaluate=fake_evaluate)
-  assert evaluated == ['semantic_linear_zero_g3_weight0_s0', 'semantic_linear_zero_g3_weight0_s1',
-                       'semantic_linear_zero_g3_weight0.5_s0',
-                       'semantic_linear_zero_g3_weight0.5_s1']
-  assert [c['sweep'] for c in summary['cells']] == [0.0, 0.5]
-  c = summary['cells'][1]['metrics']['consistency']
-  assert c['values'] == pytest.approx([0.9, 0.91]) and c['mean'] == pytest.approx(0.905)
-  assert summary['cells'][1]['mean'] == pytest.approx(0.555)
-  table = open(tmp_path / 'table.md').read()
-  assert '| zero | 3 | 0.5 | 55.5 ± 0.5 (n=2) |' in table
-  assert '| semantic | linear | zero | 3 | 0.5 | 0.555 ± 0.005 | 0.905 ± 0.005 |' in table
-  assert os.path.isfile(tmp_path / 'metrics.png') and os.path.isfile(tmp_path / 'accuracy.png')
-  study.run_study(config, str(tmp_path), sweep=sweep, evaluate=fake_evaluate)
-  assert len(trained) == 4  # Finished runs are not retrained.
-
-
-def test_study_without_sweep_unchanged():
-  """configs/study.py: the same run names and table layout as before the sweep axis."""
-  config = study_config.get_config()
-  runs = study.run_configs(config)
-  assert runs[0][0] == 'location_gapnet_zero_g3_s0' and len(runs) == 78
-  results = {n: {'test_accuracy': 0.5, 'num_classes': 10} for n, _ in runs}
-  summary = study.summarize(runs, results)
-  assert 'sweep_field' not in summary and 'sweep' not in summary['cells'][0]
-  assert 'metrics' not in summary['cells'][0]
-  table = study.markdown_table(summary)
-  assert table.splitlines()[0] == ('| padding | g | location gapnet | location permutenet | '
-                                   'location linear | semantic gapnet | semantic permutenet | '
-                                   'semantic linear |')
-  assert table.splitlines()[2].startswith('| zero | 3 | 50.0 ± 0.0 (n=3) |')

@@ -70,6 +70,32 @@ def linear():
   return model, variables, *_data(model, variables)
 
 
+def _probe(model, variables, images, labels, cells, orderings, *, layer, num_cells,
+           ordering_chunk=8, image_chunk=256, mesh=None):
+  """`pm.summarize` of the jitted probe (`pm.make_probe`) over in-memory images (N, H, W, 3)."""
+  orderings = pm.check_orderings(orderings, pm.probe_model(model, layer).ordering_length())
+  mesh = mesh or jax.make_mesh((jax.local_device_count(),), ('data',),
+                               axis_types=(jax.sharding.AxisType.Explicit,))
+  fn = pm.make_probe(model, layer=layer, num_cells=num_cells, ordering_chunk=ordering_chunk,
+                     image_chunk=image_chunk, mesh=mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  sums = fn(jax.device_put(variables, replicated), pm.shard_batch(mesh, images, labels, cells),
+            jax.device_put(orderings, replicated))
+  sums = jax.device_get(sums)
+  return pm.summarize(sums['correct'], sums['count'])
+
+
+def _logits(model, variables, images, orderings, *, layer, ordering_chunk, image_chunk):
+  """float32 (K, n, classes): the probe's per-ordering logits (`pm._over_chunks`, one device)."""
+  @jax.jit
+  def run(variables, images, orderings):
+    logits = pm._over_chunks(model, variables, images, (), orderings, lambda x: x, layer=layer,
+                             ordering_chunk=ordering_chunk, image_chunk=image_chunk)
+    return jnp.moveaxis(logits, 0, 1).reshape(orderings.shape[0], -1, logits.shape[-1])
+
+  return np.asarray(run(variables, images, orderings))[:, :len(images)]
+
+
 def test_random_orderings():
   rows = pm.random_orderings(3, 6, 16)
   assert rows.dtype == np.int32 and rows.shape == (6, 16)
@@ -86,7 +112,7 @@ def test_identity_equals_plain_evaluation(linear, layer):
   logits = np.asarray(model.apply(variables, images, train=False)[0])  # No ordering at all.
   accuracy, per_cell = _accuracies(logits[None], labels, cells)
   orderings = pm.random_orderings(0, 3, pm.probe_model(model, layer).ordering_length())
-  result = pm.probe(model, variables, images, labels, cells, orderings, layer=layer,
+  result = _probe(model, variables, images, labels, cells, orderings, layer=layer,
                     num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
   assert 0.5 <= result['accuracy_identity'] < 1
   assert result['accuracy_identity'] == accuracy[0]
@@ -104,11 +130,11 @@ def test_layer5_equals_permuted_dense_kernel(linear):
                                       kernel=variables['params']['head']['kernel'][np.argsort(p)])
     expected.append(np.asarray(model.apply(permuted, images, train=False)[0]))
   expected = np.stack(expected)
-  logits = pm.probe_logits(model, variables, images, orderings, layer=5, ordering_chunk=2,
+  logits = _logits(model, variables, images, orderings, layer=5, ordering_chunk=2,
                            image_chunk=4)
   np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(logits, _loop(model, variables, images, orderings, 5), atol=1e-5)
-  result = pm.probe(model, variables, images, labels, cells, orderings, layer=5,
+  result = _probe(model, variables, images, labels, cells, orderings, layer=5,
                     num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
   accuracy, per_cell = _accuracies(expected, labels, cells)
   np.testing.assert_array_equal(result['accuracy_per_ordering'], accuracy)
@@ -128,10 +154,10 @@ def test_layers_1_to_4_match_per_ordering_loop(backbone, layer):
   images, labels, cells = _data(model, variables, seed=layer)
   orderings = pm.random_orderings(layer, K, pm.probe_model(model, layer).ordering_length())
   expected = _loop(model, variables, images, orderings, layer)
-  logits = pm.probe_logits(model, variables, images, orderings, layer=layer, ordering_chunk=2,
+  logits = _logits(model, variables, images, orderings, layer=layer, ordering_chunk=2,
                            image_chunk=4)
   np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)
-  result = pm.probe(model, variables, images, labels, cells, orderings, layer=layer,
+  result = _probe(model, variables, images, labels, cells, orderings, layer=layer,
                     num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
   accuracy, per_cell = _accuracies(expected, labels, cells)
   np.testing.assert_array_equal(result['accuracy_per_ordering'], accuracy)
@@ -142,7 +168,7 @@ def test_layers_1_to_4_match_per_ordering_loop(backbone, layer):
 def test_chunk_sizes_do_not_change_results(linear, layer):
   model, variables, images, labels, cells = linear
   orderings = pm.random_orderings(2, K, pm.probe_model(model, layer).ordering_length())
-  results = [pm.probe(model, variables, images, labels, cells, orderings, layer=layer,
+  results = [_probe(model, variables, images, labels, cells, orderings, layer=layer,
                       num_cells=GRID * GRID, ordering_chunk=oc, image_chunk=ic)
              for oc, ic in [(1, 1), (2, 3), (K, N)]]
   for r in results[1:]:
@@ -151,7 +177,7 @@ def test_chunk_sizes_do_not_change_results(linear, layer):
 
 def test_bad_inputs_give_clear_errors(linear):
   model, variables, images, labels, cells = linear
-  run = functools.partial(pm.probe, model, variables, images, labels, cells, layer=5,
+  run = functools.partial(_probe, model, variables, images, labels, cells, layer=5,
                           num_cells=GRID * GRID)
   good = pm.random_orderings(0, 3, 32)
   swapped = good.copy()
@@ -165,7 +191,7 @@ def test_bad_inputs_give_clear_errors(linear):
   with pytest.raises(ValueError, match=r'layer=6 is not supported; choose one of \(1, 2, 3, 4,'):
     run(good, layer=6)
   with pytest.raises(ValueError, match="a GAPNet has no Dense: its pooled vector IS the logits"):
-    pm.probe(_model('gapnet'), variables, images, labels, cells, good, layer=5, num_cells=4)
+    _probe(_model('gapnet'), variables, images, labels, cells, good, layer=5, num_cells=4)
   with pytest.raises(ValueError, match='num_orderings=0 must be >= 1'):
     pm.random_orderings(0, 0, 16)
 
@@ -261,7 +287,7 @@ def test_sharded_over_two_devices_matches_one(tmp_path):
       import jax, numpy as np
       from gpjax.models import Classifier
       from gpjax.probes import permutation as pm
-      from tests.test_permutation import _data, _model, _variables
+      from tests.test_permutation import _data, _model, _probe, _variables
       assert jax.device_count() == 2
       model = _model()
       variables = _variables(model)
@@ -270,7 +296,7 @@ def test_sharded_over_two_devices_matches_one(tmp_path):
       def run(devices):
         mesh = jax.make_mesh((devices,), ('data',), devices=jax.devices()[:devices],
                              axis_types=(jax.sharding.AxisType.Explicit,))
-        return pm.probe(model, variables, images, labels, cells, orderings, layer=3,
+        return _probe(model, variables, images, labels, cells, orderings, layer=3,
                         num_cells=4, ordering_chunk=2, image_chunk=3, mesh=mesh)
       one, two = run(1), run(2)
       assert one == two and one['num_images'] == {N - 1}, (one, two)

@@ -1,10 +1,13 @@
 """Position-channel ranking: a toy model with a left-half and a right-half channel is ranked as
 built; sums equal a direct numpy computation and do not depend on batching."""
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from gpjax import parallel
 from gpjax.probes import ranking
 
 H, W, C = 8, 12, 6
@@ -42,10 +45,27 @@ def _direct(x):
   return gap(x) - gap(x[:, :, ::-1])
 
 
+def _rank(model, variables, x, batch_size):
+  """`ranking.rank` of ``model``'s stage4 over x in batches of ``batch_size`` (one device;
+  the last batch zero-padded, its padding masked)."""
+  mesh = parallel.make_mesh()
+  fn = ranking.make_ranker(lambda v, images: model.apply(v, images, train=False)[1]['stage4'],
+                           mesh)
+
+  def batches():
+    for start in range(0, len(x), batch_size):
+      chunk = x[start:start + batch_size]
+      mask = np.arange(batch_size) < len(chunk)
+      yield {'image': np.pad(chunk, [(0, batch_size - len(chunk))] + [(0, 0)] * 3),
+             'mask': mask}
+
+  return ranking.rank(fn, variables, batches(), functools.partial(parallel.to_global, mesh))
+
+
 def test_toy_left_and_right_channels_lead_their_rankings():
   x = _scenes()
   model, variables = Toy(), {'params': {'scale': jnp.ones(C)}}
-  out = ranking.rank_model_channels(model, variables, x, batch_size=4)
+  out = _rank(model, variables, x, 4)
   assert out['left'][0] == 0 and out['right'][0] == 1
   assert set(out['overall'][:2]) == {0, 1}
   d = _direct(x.astype(np.float64))
@@ -60,8 +80,8 @@ def test_toy_left_and_right_channels_lead_their_rankings():
 def test_batching_and_padding_do_not_change_sums():
   x = _scenes(n=7, seed=1)
   model, variables = Toy(), {'params': {'scale': jnp.arange(1, C + 1, dtype=jnp.float32)}}
-  a = ranking.rank_model_channels(model, variables, x, batch_size=3)  # 3 + 3 + 1 (2 padded).
-  b = ranking.rank_model_channels(model, variables, x, batch_size=64)
+  a = _rank(model, variables, x, 3)  # 3 + 3 + 1 (2 padded).
+  b = _rank(model, variables, x, 7)
   np.testing.assert_allclose(a['mean_abs_difference'], b['mean_abs_difference'], rtol=1e-5,
                              atol=1e-6)
   np.testing.assert_allclose(a['mean_signed_difference'], b['mean_signed_difference'],

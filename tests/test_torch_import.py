@@ -159,21 +159,6 @@ def test_imported_logits_match_torch(torch_model, checkpoint):
   assert np.abs(ref_masked - ref).max() > 1e-3 * scale  # The mask changed something.
 
 
-def test_backbone_only_import(torch_model, tmp_path):
-  """A torchvision-style ResNet state dict (no prefix, with fc) fills the backbone."""
-  state = {k[len('backbone.'):]: v.numpy() for k, v in torch_model.state_dict().items()
-           if k.startswith('backbone.')}
-  state['fc.weight'] = np.zeros((10, WIDTH * 32), np.float32)
-  model, full = torch_import.import_deeplab(
-      torch_import.load_state_dict(_save(tmp_path, torch_model.state_dict())))
-  backbone = torch_import.convert_resnet(state, model)
-  np.testing.assert_array_equal(backbone['params']['backbone']['stage4_block3']['conv2']['conv']
-                                ['conv']['kernel'],
-                                full['params']['backbone']['stage4_block3']['conv2']['conv']
-                                ['conv']['kernel'])
-  assert set(backbone['params']) == {'backbone'}
-
-
 def _save(tmp_path, obj, name='w.pth'):
   path = str(tmp_path / name)
   torch.save(obj, path)

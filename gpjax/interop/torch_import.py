@@ -6,8 +6,7 @@ uses: a dict whose ``model_state`` holds ``backbone.conv1.weight``,
 ``backbone.layer1.0.conv1.weight``, ..., ``classifier.classifier.0.convs.0.0.weight``),
 torchvision's ``deeplabv3_resnet50`` (``classifier.0.convs...``; ``aux_classifier``
 is skipped) and plain state dicts, with or without a ``module.`` prefix
-(DataParallel). A torchvision ResNet state dict (``conv1.weight``,
-``layer1.0...``) gives the backbone only (`convert_resnet`).
+(DataParallel).
 
 Files are read with ``torch.load(..., weights_only=True)``: tensors, numbers and
 containers only, never code. Numpy scalars (VainF stores ``best_score`` as
@@ -252,10 +251,3 @@ def import_deeplab(state: StateDict, **overrides: Any) -> tuple[DeepLabV3, Varia
   """
   model = DeepLabV3(**{**infer_config(state), **overrides})
   return model, convert(state, model)
-
-
-def convert_resnet(state: StateDict, model: DeepLabV3) -> Variables:
-  """The ``backbone`` subtrees from a torchvision ResNet state dict (``conv1.weight``,
-  ``layer1.0.conv1.weight``, ...; ``fc`` skipped), e.g. ImageNet weights to start from."""
-  prefix = 'backbone.' if 'backbone.conv1.weight' in state else ''
-  return convert(state, model, backbone_prefix=prefix, head=False)

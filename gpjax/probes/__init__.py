@@ -1,4 +1,3 @@
-"""Probes of trained models: accuracy under channel orderings (`permutation`)."""
-
-from gpjax.probes.permutation import (check_orderings, make_probe, probe, probe_logits,
-                                      probe_sums, random_orderings, summarize)
+"""Probes of trained models, each an ``evaluate`` of a loaded run (`gpjax.runs.load_run`) and a
+job ``run``: channel orderings (`permutation`), shift invariance (`invariance`), position
+channels (`ranking`) and the position attack on them (`attack`)."""

@@ -11,7 +11,8 @@ each batch of images the backbone runs once and the head runs on
 vmap), in one jitted call; per-region confusion matrices are summed over
 batches and devices.
 
-Job ``attack`` (configs/attack.py): ranks (or reads ``probe.ranking_file``),
+Jobs ``rank`` (`run_rank`: ranking.json only) and ``attack`` (`run`), configs/attack.py:
+the attack ranks (or reads ``probe.ranking_file``),
 attacks, and writes ``ranking.json``, ``results.json`` (mIoU per kind, N and
 region; random: per draw, mean and std) and ``curves.png`` (mIoU vs N per region).
 """
@@ -25,7 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import metrics, parallel
+from gpjax import figures, metrics, parallel, runs, segment, writers
+from gpjax.data import segmentation
+from gpjax.probes import ranking as ranking_lib
+from gpjax.validate import DTYPES, ConfigError, _at_least, _one_of
 
 KINDS = ('overall', 'left', 'right')
 
@@ -130,58 +134,29 @@ def summarize(conf: Any, rows: list[dict[str, Any]], counts: Sequence[int],
           'rows': [dict(row, miou=m) for row, m in zip(rows, miou)]}
 
 
-def save_curves(path: str, results: dict[str, Any], title: str) -> None:
-  """mIoU vs N, one panel per region: top-N overall/left/right and random (mean ± std)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  counts = results['counts']
-  fig, axes = plt.subplots(1, len(results['regions']), figsize=(4 * len(results['regions']), 3.6),
-                           sharey=True)
-  for ax, region in zip(axes, results['regions']):
-    for kind, color in zip(KINDS, ('C3', 'C0', 'C2')):
-      ax.plot(counts, results[f'top_{kind}'][region], 'o-', color=color, ms=3,
-              label=f'top-N {kind}')
-    mean = np.asarray(results['random'][region]['mean'])
-    if mean.size:
-      std = np.asarray(results['random'][region]['std'])
-      ax.plot(counts, mean, 's--', color='gray', ms=3, label='random N (mean ± std)')
-      ax.fill_between(counts, mean - std, mean + std, color='gray', alpha=0.25)
-    ax.set_title(f'{region} region', fontsize=9)
-    ax.set_xlabel('N zeroed channels')
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel('mIoU')
-  axes[0].legend(fontsize=7)
-  fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
 def load(config: Any) -> tuple[Any, Any, tuple[Any, Any]]:
-  """(model, variables, (evaluation source, SegInfo)) of an attack/rank config."""
-  from gpjax import segment
-  from gpjax.data import segmentation
-  from gpjax.validate import ConfigError
-  model, variables, src = segment.load_model(config.source, config.probe.dtype)
+  """(model, variables, (evaluation source, SegInfo)) of an attack/rank config: the
+  ``config.source`` model (`gpjax.runs.load_source`) and ``config.data``'s set, by default
+  the source run's own."""
+  source, model, variables, _ = runs.load_source(config.source, config.probe.dtype)
   d = config.data
-  name = d.name or src.get('name', '')
+  src = None if source is None else source.data  # None for a PyTorch file.
+  name = d.name or (src.name if src is not None else '')
   if not name:
     raise ConfigError('config.data.name is empty: name the evaluation set of the imported '
                       'checkpoint (e.g. cityscapes).')
   size = ((d.image_height, d.image_width) if d.image_height else
-          (src['image_height'], src['image_width']) if src.get('image_height') else None)
-  source, info = segmentation.load_segmentation(
-      name, d.split, data_dir=d.data_dir or src.get('data_dir') or None, image_size=size)
+          (src.image_height, src.image_width) if src is not None and src.image_height else None)
+  data_dir = d.data_dir or (src.data_dir if src is not None else '') or None
+  data, info = segmentation.load_segmentation(name, d.split, data_dir=data_dir, image_size=size)
   if info.num_classes != model.num_classes:
     raise ConfigError(f'The model predicts {model.num_classes} classes but {name!r} has '
                       f'{info.num_classes}.')
-  return model, variables, (source, info)
+  return model, variables, (data, info)
 
 
 def validate_config(config: Any) -> None:
   """Raises ConfigError naming the first bad field of an ``attack``/``rank`` config."""
-  from gpjax.validate import DTYPES, ConfigError, _at_least, _one_of
   s, p, a = config.source, config.probe, config.attack
   if bool(s.workdir) == bool(s.torch_checkpoint):
     raise ConfigError('Set exactly one of config.source.workdir (a trained segment run) and '
@@ -207,21 +182,12 @@ def validate_config(config: Any) -> None:
   _at_least('attack.seed', a.seed, 0)
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """The attack job: rank (or read the ranking), sweep the masks, write results and curves."""
-  from gpjax import segment, writers
-  from gpjax.data import segmentation
-  from gpjax.probes import ranking as ranking_lib
-  validate_config(config)
-  model, variables, (source, info) = load(config)
-  lead = jax.process_index() == 0
-  start = time.perf_counter()
+def evaluate(config: Any, model: Any, variables: Any, data: Any,
+             ranking: dict[str, Any]) -> dict[str, Any]:
+  """`summarize`'s mIoU curves of ``model`` on ``data`` = (source, SegInfo) with the
+  channels of ``ranking`` (and ``config.attack``'s random draws) zeroed."""
+  source, info = data
   p, a = config.probe, config.attack
-  if p.ranking_file:
-    ranking = writers.read_json(p.ranking_file)
-  else:
-    ranking = ranking_lib.rank_segmentation(config, model, variables, (source, info))
-  rank_seconds = time.perf_counter() - start
   num_channels = model.feature_channels
   counts = parse_counts(a.counts)
   masks, rows = channel_masks(ranking, counts, num_channels, a.random_draws, a.seed)
@@ -234,29 +200,55 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
   replicated = parallel.replicated(mesh)
   variables = jax.device_put(variables, replicated)
   device_masks = jax.device_put(masks, replicated)
-  start, conf = time.perf_counter(), None
-  for batch in segmentation.eval_batches(source, p.batch_size, num_examples=p.num_examples,
-                                         process_index=jax.process_index(),
-                                         process_count=jax.process_count()):
-    c = fn(variables, parallel.to_global(mesh, batch), device_masks)
-    conf = c if conf is None else conf + c
-  results = summarize(jax.device_get(conf), rows, counts, info.class_names)
+  batches = segmentation.eval_batches(source, p.batch_size, num_examples=p.num_examples,
+                                      process_index=jax.process_index(),
+                                      process_count=jax.process_count())
+  conf = runs.accumulate(lambda b: fn(variables, parallel.to_global(mesh, b), device_masks),
+                         batches)
+  results = summarize(conf, rows, counts, info.class_names)
   results.update({
       'num_channels': num_channels, 'num_masks': len(rows), 'random_draws': a.random_draws,
       'skipped_counts': [n for n in counts if n > num_channels], 'dataset': info.name,
-      'num_images': min(p.num_examples or len(source), len(source)),
-      'rank_seconds': rank_seconds, 'attack_seconds': time.perf_counter() - start,
-      'config': config.to_dict(), 'device_kind': jax.devices()[0].device_kind,
-      'num_devices': jax.device_count(), 'jax_version': jax.__version__})
-  if lead:
+      'num_images': min(p.num_examples or len(source), len(source))})
+  return results
+
+
+def run(config: Any, workdir: str) -> dict[str, Any]:
+  """The attack job: rank (or read the ranking), sweep the masks, write results and curves."""
+  validate_config(config)
+  model, variables, data = load(config)
+  start = time.perf_counter()
+  if config.probe.ranking_file:
+    ranking = writers.read_json(config.probe.ranking_file)
+  else:
+    ranking = ranking_lib.evaluate(config, model, variables, data)
+  rank_seconds = time.perf_counter() - start
+  start = time.perf_counter()
+  results = evaluate(config, model, variables, data, ranking)
+  results.update({'rank_seconds': rank_seconds, 'attack_seconds': time.perf_counter() - start})
+  results.update(runs.provenance(config, None, None))
+  if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     writers.write_json(os.path.join(workdir, 'ranking.json'), ranking)
     writers.write_json(os.path.join(workdir, 'results.json'), results)
-    save_curves(os.path.join(workdir, 'curves.png'), results,
-                f'{info.name}: DeepLabv3-{model.backbone} (C={num_channels}), '
-                f'{results["num_images"]} images; clean mIoU {results["clean"]["whole"]:.3f}')
+    figures.save_attack_curves(
+        os.path.join(workdir, 'curves.png'), results,
+        f'{data[1].name}: DeepLabv3-{model.backbone} (C={results["num_channels"]}), '
+        f'{results["num_images"]} images; clean mIoU {results["clean"]["whole"]:.3f}')
     print(f'clean mIoU {results["clean"]["whole"]:.4f}; ' + ', '.join(
         f'N={n}: overall {o:.4f} random {r:.4f}' for n, o, r in zip(
             results['counts'], results['top_overall']['whole'],
             results['random']['whole']['mean'] or results['top_overall']['whole'])), flush=True)
   return results
+
+
+def run_rank(config: Any, workdir: str) -> dict[str, Any]:
+  """The rank job: `gpjax.probes.ranking.evaluate` of the source model; writes and returns
+  ``ranking.json``."""
+  validate_config(config)
+  model, variables, data = load(config)
+  ranking = ranking_lib.evaluate(config, model, variables, data)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    writers.write_json(os.path.join(workdir, 'ranking.json'), ranking)
+  return ranking

@@ -18,12 +18,11 @@ Test sources are pasted at pixel offsets of the g x g canvas
   source in a random cell (label = cell) and scored on test canvases built the
   same way; chance is 1 / g^2: lower = less position readable from the latent.
 
-``run`` is the job (configs/augshift.py:invariance) on a trained workdir;
-``run_study`` the AugShift study (configs/augshift_study.py), `gpjax.study` with a
-sweep over ``augshift.weight`` and `evaluate_run` as its evaluator.
+`evaluate` measures a loaded run (`gpjax.runs.load_run`), ``run`` is the job
+(configs/augshift.py:invariance) on a trained workdir; the AugShift study
+(`gpjax.augshift_study`) calls it on every run.
 """
 
-import copy
 import functools
 import os
 import time
@@ -33,12 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpjax.data import canvas
+from gpjax import figures, runs, writers
+from gpjax.data import canvas, input_pipeline
+from gpjax.validate import ConfigError, _at_least
 
 # canvases (n, H, W, C) -> (logits (n, k), GAP latents (n, C)).
 Apply = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
-# Per-run scalars the study summarises (from each run's invariance/results.json).
-STUDY_METRICS = ('consistency', 'readout_accuracy', 'latent_distance', 'shifted_accuracy')
 
 
 def model_apply(model: Any, variables: dict[str, Any]) -> Apply:
@@ -182,7 +181,6 @@ def location_readout(train_latents: np.ndarray, train_cells: np.ndarray,
 
 
 def _check_fields(v: Any, prefix: str) -> None:
-  from gpjax.validate import ConfigError, _at_least
   for field in ('seed', 'num_images', 'readout_images'):
     _at_least(f'{prefix}.{field}', v[field], 0)
   for field in ('num_pairs', 'curve_points', 'batch_size'):
@@ -193,7 +191,6 @@ def _check_fields(v: Any, prefix: str) -> None:
 
 def validate_config(config: Any) -> None:
   """Raises ConfigError naming the first bad ``config.invariance`` field."""
-  from gpjax.validate import ConfigError
   v = config.invariance
   _check_fields(v, 'invariance')
   src = v.source_workdir
@@ -206,33 +203,23 @@ def validate_config(config: Any) -> None:
       raise ConfigError(f'config.invariance.source_workdir={src!r} holds no {need}: {what}.')
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """Measures the newest checkpoint of ``config.invariance.source_workdir``; writes
-  ``results.json`` and ``invariance.png`` to ``workdir`` and returns the results."""
-  import ml_collections
-  from gpjax import checkpoint, train, writers
-  from gpjax.data import input_pipeline
-  validate_config(config)
-  v = config.invariance
-  src = ml_collections.ConfigDict(writers.read_json(os.path.join(v.source_workdir,
-                                                                 'config.json')))
-  d = src.data
-  data_dir, image_size = v.data_dir or d.data_dir or None, d.image_size or None
-  train_src, info = input_pipeline.load_source(d.name, 'train', data_dir=data_dir,
-                                               image_size=image_size)
-  test_src, _ = input_pipeline.load_source(d.name, info.eval_split, data_dir=data_dir,
+def evaluate(config: Any, source: Any, model: Any, variables: dict[str, Any],
+             info: Any) -> dict[str, Any]:
+  """`shift_measures` and `location_readout` of a loaded run (`gpjax.runs.load_run`)
+  with ``config.invariance``'s sizes, on its data set's test and train images."""
+  v, d = config.invariance, source.data
+  image_size = d.image_size or None
+  train_src, _ = input_pipeline.load_source(d.name, 'train', data_dir=info.data_dir,
+                                            image_size=image_size)
+  test_src, _ = input_pipeline.load_source(d.name, info.data.eval_split, data_dir=info.data_dir,
                                            image_size=image_size)
-  num_classes = train.num_classes(src, info)
-  model = train.create_model(src, num_classes, axis_name=None)
-  raw = checkpoint.restore_raw(v.source_workdir)
-  apply = model_apply(model, {'params': raw['params'], 'batch_stats': raw['batch_stats']})
-  h, w, _ = info.image_shape
+  apply = model_apply(model, variables)
+  h, w, _ = info.data.image_shape
   g = d.grid
-  start = time.perf_counter()
   test = test_src.read(np.arange(min(v.num_images or len(test_src), len(test_src))))
   train_images = train_src.read(np.arange(min(v.readout_images or len(train_src),
                                               len(train_src))))['image']
-  kw = dict(grid=g, mean=info.mean, std=info.std, background=d.background,
+  kw = dict(grid=g, mean=info.data.mean, std=info.data.std, background=d.background,
             batch_size=v.batch_size)
   pairs, curve = shift_pairs(v.seed, v.num_pairs, g, h, w), curve_offsets(v.curve_points, g, h, w)
   results = shift_measures(apply, test['image'], test['label'], pairs, curve, seed=v.seed, **kw)
@@ -244,90 +231,30 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
                          seed=v.seed + 2, **kw)
   results.update(location_readout(z_train, train_cells, z_test, test_cells, num_cells=g * g,
                                   c=v.readout_c))
-  source_results = os.path.join(v.source_workdir, 'results.json')
-  results.update({
-      'chance': 1.0 / num_classes, 'num_images': len(test['image']),
-      'num_readout_images': len(train_images), 'checkpoint_step': int(raw['step']),
-      'source_test_accuracy': (writers.read_json(source_results)['test_accuracy']
-                               if os.path.isfile(source_results) else None),
-      'seconds': time.perf_counter() - start, 'source_workdir': v.source_workdir,
-      'source_config': src.to_dict(), 'config': config.to_dict(),
-      'device_kind': jax.devices()[0].device_kind, 'jax_version': jax.__version__})
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    writers.write_json(os.path.join(workdir, 'results.json'), results)
-    save_figure(os.path.join(workdir, 'invariance.png'), results,
-                f'{src.task}: {src.model.backbone} {src.model.head}, padding={src.model.padding}')
-    print(f'consistency {results["consistency"]:.4f}, shifted accuracy '
-          f'{results["shifted_accuracy"]:.4f}, latent distance {results["latent_distance"]:.4f}, '
-          f'readout {results["readout_accuracy"]:.4f} (chance {1 / g ** 2:.4f})', flush=True)
+  results.update({'chance': 1.0 / info.num_classes, 'num_images': len(test['image']),
+                  'num_readout_images': len(train_images)})
   return results
 
 
-def save_figure(path: str, results: dict[str, Any], title: str) -> None:
-  """Accuracy vs column offset (chance dashed) and consistency per pair vs its distance."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-  curve = results['accuracy_vs_shift']
-  left.plot([o[1] for o in curve['offsets']], 100 * np.asarray(curve['accuracy']), marker='o')
-  left.axhline(100 * results['chance'], color='gray', ls='--', label='chance')
-  left.set_xlabel(f'column offset (px), row offset {curve["offsets"][0][0]}')
-  left.set_ylabel('test accuracy (%)')
-  left.set_ylim(0, 100)
-  left.legend(fontsize=8)
-  pairs = np.asarray(results['pairs'])
-  distance = np.abs(pairs[:, 0] - pairs[:, 1]).sum(axis=1)
-  right.scatter(distance, 100 * np.asarray(results['consistency_per_pair']))
-  right.set_xlabel('|row shift| + |column shift| of the pair (px)')
-  right.set_ylabel('consistency (%)')
-  right.set_ylim(0, 102)
-  right.set_title(f'consistency {100 * results["consistency"]:.1f}%, readout '
-                  f'{100 * results["readout_accuracy"]:.1f}%', fontsize=9)
-  fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+def run(config: Any, workdir: str) -> dict[str, Any]:
+  """Measures the newest checkpoint of ``config.invariance.source_workdir`` (`evaluate`);
+  writes ``results.json`` and ``invariance.png`` to ``workdir`` and returns the results."""
+  validate_config(config)
+  v = config.invariance
+  source, model, variables, info = runs.load_run(v.source_workdir, data_dir=v.data_dir)
+  start = time.perf_counter()
+  results = evaluate(config, source, model, variables, info)
+  results['seconds'] = time.perf_counter() - start
+  results.update(runs.provenance(config, source, info))
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    writers.write_json(os.path.join(workdir, 'results.json'), results)
+    m = source.model
+    figures.save_invariance(os.path.join(workdir, 'invariance.png'), results,
+                            f'{source.task}: {m.backbone} {m.head}, padding={m.padding}')
+    print(f'consistency {results["consistency"]:.4f}, shifted accuracy '
+          f'{results["shifted_accuracy"]:.4f}, latent distance {results["latent_distance"]:.4f}, '
+          f'readout {results["readout_accuracy"]:.4f} (chance {1 / source.data.grid ** 2:.4f})',
+          flush=True)
+  return results
 
-
-# The study: python -m gpjax.main --config=configs/augshift_study.py --workdir=OUT
-
-
-def evaluate_run(config: Any, name: str, run_config: Any, run_dir: str) -> dict[str, float]:
-  """`gpjax.study` evaluator: `run` on a trained run (cached in ``run_dir/invariance``)."""
-  from gpjax import study
-  out = os.path.join(run_dir, 'invariance')
-  results = study.cached(os.path.join(out, 'results.json'))
-  if results is None:
-    probe = copy.deepcopy(config.evaluator)
-    probe.invariance.source_workdir = run_dir
-    print(f'invariance of {name}', flush=True)
-    results = run(probe, out)
-  return {m: float(results[m]) for m in STUDY_METRICS}
-
-
-def study_sweep(config: Any):
-  """The AugShift study's extra grid axis: (study.sweep_field, its values)."""
-  from gpjax import study
-  return study.parse_sweep(config.base, config.study.sweep_field, config.study.sweep_values)
-
-
-def save_curves(path: str, curves: dict[tuple, list[dict[str, Any]]], field: str) -> None:
-  """Accuracy vs column offset, mean over seeds (band = std), one line per (head, padding, value)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6.4, 4))
-  for (head, padding, value), runs in curves.items():
-    x = [o[1] for o in runs[0]['offsets']]
-    acc = 100 * np.array([r['accuracy'] for r in runs])
-    line, = ax.plot(x, acc.mean(0), marker='o', ms=3, label=f'{head} {padding} {field}={value}')
-    ax.fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.15,
-                    color=line.get_color())
-  ax.set_xlabel('column offset of the source on the canvas (px)')
-  ax.set_ylabel('test accuracy (%)')
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)

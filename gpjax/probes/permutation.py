@@ -14,12 +14,12 @@ as row 0, evaluated in one jitted call per batch of images:
   ``ordering_chunk`` at a time (``lax.map``), each holding a copy of its maps.
 
 Images go ``image_chunk`` at a time per device, sharded over the ``data`` mesh
-axis (``shard_map``, counts summed with ``psum``). The job ``permutation_probe``
-(configs/permutation_probe.py) writes ``results.json`` and a histogram.
+axis (``shard_map``, counts summed with ``psum``). `evaluate` probes a loaded run
+(`gpjax.runs.load_run`); the job ``permutation_probe`` (configs/permutation_probe.py,
+`run`) writes its ``results.json`` and a histogram.
 """
 
 import itertools
-import json
 import os
 import time
 from typing import Any, Callable
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel
+from gpjax import parallel, writers
 from gpjax.models.classifier import PERMUTE_LAYERS, Classifier
 from gpjax.models.resnet import STAGE_NAMES
 
@@ -172,25 +172,6 @@ def probe_sums(model: Classifier, variables: Variables, images: jax.Array, label
   return {'correct': per_chunk.sum(0), 'count': onehot.sum(0).astype(jnp.int32)}
 
 
-def probe_logits(model: Classifier, variables: Variables, images: jax.Array, orderings: Any, *,
-                 layer: int, ordering_chunk: int = 8, image_chunk: int = 256) -> np.ndarray:
-  """Logits of every image under every ordering, computed as the probe does (one device).
-
-  Returns:
-    float32 (K, n, num_classes): row i as ``model.apply(..., ordering=orderings[i])``
-    with ``permute_layer=layer``.
-  """
-  orderings = check_orderings(orderings, probe_model(model, layer).ordering_length())
-
-  @jax.jit
-  def run(variables, images, orderings):
-    logits = _over_chunks(model, variables, images, (), orderings, lambda x: x, layer=layer,
-                          ordering_chunk=ordering_chunk, image_chunk=image_chunk)
-    return jnp.moveaxis(logits, 0, 1).reshape(orderings.shape[0], -1, logits.shape[-1])
-
-  return np.asarray(run(variables, images, orderings))[:, :len(images)]
-
-
 def make_probe(model: Classifier, *, layer: int, num_cells: int, ordering_chunk: int,
                image_chunk: int, mesh: jax.sharding.Mesh,
                make_inputs: Callable | None = None) -> Callable[..., Sums]:
@@ -259,38 +240,7 @@ def summarize(correct: Any, count: Any) -> dict[str, Any]:
           'summary': summary, 'num_images': int(count.sum())}
 
 
-def probe(model: Classifier, variables: Variables, images: Any, labels: Any, cells: Any,
-          orderings: Any, *, layer: int, num_cells: int, ordering_chunk: int = 8,
-          image_chunk: int = 256, mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
-  """Accuracy of ``model`` on (images, labels) under each ordering at ``layer``.
-
-  Args:
-    model, variables, images, labels, cells, layer, num_cells, ordering_chunk,
-      image_chunk: as `probe_sums`, with N images in all.
-    orderings: (K, C) int, row 0 the identity (see `random_orderings`).
-    mesh: devices to shard the images over; all local devices by default.
-
-  Returns:
-    `summarize`'s dict.
-  """
-  orderings = check_orderings(orderings, probe_model(model, layer).ordering_length())
-  mesh = mesh or jax.make_mesh((jax.local_device_count(),), (parallel.DATA_AXIS,),
-                               axis_types=(jax.sharding.AxisType.Explicit,))
-  fn = make_probe(model, layer=layer, num_cells=num_cells, ordering_chunk=ordering_chunk,
-                  image_chunk=image_chunk, mesh=mesh)
-  sums = fn(jax.device_put(variables, parallel.replicated(mesh)),
-            shard_batch(mesh, images, labels, cells),
-            jax.device_put(orderings, parallel.replicated(mesh)))
-  sums = jax.device_get(sums)
-  return summarize(sums['correct'], sums['count'])
-
-
 # The job: python -m gpjax.main --config=configs/permutation_probe.py --workdir=OUT
-
-
-def _read_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
 
 
 def validate_config(config: Any) -> None:
@@ -316,99 +266,74 @@ def validate_config(config: Any) -> None:
   if not os.path.isdir(os.path.join(src, 'checkpoints')):
     raise ConfigError(f'config.probe.source_workdir={src!r} holds no checkpoints/ folder: train '
                       'a model there first.')
-  head = _read_json(os.path.join(src, 'config.json'))['model']['head']
+  head = writers.read_json(os.path.join(src, 'config.json'))['model']['head']
   if p.layer == 5 and head == 'gapnet':
     raise ConfigError(f'config.probe.layer=5 permutes the pooled vector before a Dense layer, but '
                       f'the model in {src!r} is a GAPNet, whose pooled vector is its logits: '
                       'choose a layer in 1..4.')
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """Probes ``config.probe.source_workdir``'s newest checkpoint on its test canvases
-  (those of its evaluations: same ``eval.seed``), writes ``results.json`` and
-  ``accuracy_histogram.png`` to ``workdir`` and returns the results."""
-  import ml_collections
-  from gpjax import checkpoint, train, writers
+def evaluate(config: Any, source: Any, model: Classifier, variables: Variables,
+             info: Any) -> dict[str, Any]:
+  """`summarize`'s accuracies of a loaded run (`gpjax.runs.load_run`) under
+  ``config.probe``'s orderings, on the run's own test canvases (those of its
+  evaluations: keys from its ``eval.seed`` and each example's index)."""
+  from gpjax import runs, train
   from gpjax.data import input_pipeline
-  validate_config(config)
   p = config.probe
-  src = ml_collections.ConfigDict(_read_json(os.path.join(p.source_workdir, 'config.json')))
-  data_dir = p.data_dir or src.data.data_dir or None
-  image_size = src.data.image_size or None
-  _, info = input_pipeline.load_source(src.data.name, 'train', data_dir=data_dir,
-                                       image_size=image_size)
-  test_src, _ = input_pipeline.load_source(src.data.name, info.eval_split, data_dir=data_dir,
-                                           image_size=image_size)
-  num_classes = train.num_classes(src, info)
-  model = train.create_model(src, num_classes, axis_name=None).clone(dtype=jnp.dtype(p.dtype))
   model = probe_model(model, p.layer)
-  raw = checkpoint.restore_raw(p.source_workdir)
+  test_src, _ = input_pipeline.load_source(source.data.name, info.data.eval_split,
+                                           data_dir=info.data_dir,
+                                           image_size=source.data.image_size or None)
   orderings = random_orderings(p.seed, p.num_orderings, model.ordering_length())
   mesh = parallel.make_mesh()
   parallel.check_divisible('config.probe.batch_size', p.batch_size, jax.device_count(), 'devices')
 
   def make_inputs(batch):  # The canvases of train.eval_step: keys from eval.seed and the index.
-    images, labels, cells = train.make_examples(jax.random.key(src.eval.seed), batch, src, info,
-                                                flip=False)
+    images, labels, cells = train.make_examples(jax.random.key(source.eval.seed), batch, source,
+                                                info.data, flip=False)
     return images, labels, cells, batch['mask']
 
-  fn = make_probe(model, layer=p.layer, num_cells=src.data.grid ** 2,
+  fn = make_probe(model, layer=p.layer, num_cells=source.data.grid ** 2,
                   ordering_chunk=p.head_chunk if p.layer == 5 else p.ordering_chunk,
                   image_chunk=p.image_chunk, mesh=mesh, make_inputs=make_inputs)
   replicated = parallel.replicated(mesh)
-  variables = jax.device_put({'params': raw['params'], 'batch_stats': raw['batch_stats']},
-                             replicated)
+  variables = jax.device_put(variables, replicated)
   device_orderings = jax.device_put(orderings, replicated)
   num_images = min(p.num_images or len(test_src), len(test_src))
   batches = input_pipeline.eval_batches(test_src, p.batch_size, process_index=jax.process_index(),
                                         process_count=jax.process_count())
-  start, totals = time.perf_counter(), None
-  for batch in itertools.islice(batches, -(-num_images // p.batch_size)):
+
+  def step(batch):
     batch['mask'] &= batch['index'] < num_images  # Global positions: the same on every host.
-    sums = fn(variables, parallel.to_global(mesh, batch), device_orderings)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
+    return fn(variables, parallel.to_global(mesh, batch), device_orderings)
+
+  totals = runs.accumulate(step, itertools.islice(batches, -(-num_images // p.batch_size)))
   results = summarize(totals['correct'], totals['count'])
-  source_results = os.path.join(p.source_workdir, 'results.json')
-  results.update({
-      'layer': p.layer, 'num_orderings': p.num_orderings, 'num_channels': int(orderings.shape[1]),
-      'chance': 1.0 / num_classes, 'checkpoint_step': int(raw['step']),
-      'source_test_accuracy': (_read_json(source_results)['test_accuracy']
-                               if os.path.isfile(source_results) else None),
-      'seconds': time.perf_counter() - start, 'source_workdir': p.source_workdir,
-      'source_config': src.to_dict(), 'config': config.to_dict(),
-      'device_kind': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
-      'jax_version': jax.__version__})
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    writers.write_json(os.path.join(workdir, 'results.json'), results)
-    m = src.model
-    save_histogram(os.path.join(workdir, 'accuracy_histogram.png'),
-                   results['accuracy_per_ordering'], results['chance'],
-                   f'{src.task}: {m.backbone} {m.head}, padding={m.padding}; orderings at layer '
-                   f'{p.layer} (K={p.num_orderings}, {results["num_images"]} images)')
-    print(f'layer {p.layer}: identity accuracy {results["accuracy_identity"]:.4f}, chance '
-          f'{results["chance"]:.4f}, other orderings {results["summary"]}', flush=True)
+  results.update({'layer': p.layer, 'num_orderings': p.num_orderings,
+                  'num_channels': int(orderings.shape[1]), 'chance': 1.0 / info.num_classes})
   return results
 
 
-def save_histogram(path: str, accuracies: Any, chance: float, title: str) -> None:
-  """Histogram of accuracy over the orderings 1..K-1, the identity (row 0) and chance marked."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  acc = 100 * np.asarray(accuracies, np.float64)
-  fig, ax = plt.subplots(figsize=(6.4, 4))
-  if acc.size > 1:
-    ax.hist(acc[1:], bins=int(np.clip(acc.size // 4, 5, 40)), color='C0', alpha=0.8,
-            label=f'{acc.size - 1} random orderings')
-  ax.axvline(acc[0], color='C3', lw=2, label=f'identity ({acc[0]:.1f}%)')
-  ax.axvline(100 * chance, color='gray', ls='--', label=f'chance ({100 * chance:.1f}%)')
-  ax.set_xlim(-2, 102)  # Lines at 0% or 100% stay visible.
-  ax.set_xlabel('test accuracy (%)')
-  ax.set_ylabel('orderings')
-  ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+def run(config: Any, workdir: str) -> dict[str, Any]:
+  """Probes ``config.probe.source_workdir``'s newest checkpoint (`evaluate`), writes
+  ``results.json`` and ``accuracy_histogram.png`` to ``workdir`` and returns the results."""
+  from gpjax import figures, runs
+  validate_config(config)
+  p = config.probe
+  source, model, variables, info = runs.load_run(p.source_workdir, p.dtype, p.data_dir)
+  start = time.perf_counter()
+  results = evaluate(config, source, model, variables, info)
+  results['seconds'] = time.perf_counter() - start
+  results.update(runs.provenance(config, source, info))
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    writers.write_json(os.path.join(workdir, 'results.json'), results)
+    m = source.model
+    figures.save_permutation_histogram(
+        os.path.join(workdir, 'accuracy_histogram.png'), results['accuracy_per_ordering'],
+        results['chance'], f'{source.task}: {m.backbone} {m.head}, padding={m.padding}; '
+        f'orderings at layer {p.layer} (K={p.num_orderings}, {results["num_images"]} images)')
+    print(f'layer {p.layer}: identity accuracy {results["accuracy_identity"]:.4f}, chance '
+          f'{results["chance"]:.4f}, other orderings {results["summary"]}', flush=True)
+  return results

@@ -13,11 +13,11 @@ data set:
 
 Ties keep the lower channel index first. Images are batched, both orientations
 go through one jitted call, and sums are ``psum``'d over the ``data`` mesh axis.
-The job ``rank`` (configs/attack.py:rank) writes ``ranking.json``.
+`evaluate` ranks a segmentation model's last backbone map; the job ``rank``
+(configs/attack.py:rank, `gpjax.probes.attack.run_rank`) writes it to ``ranking.json``.
 """
 
 import functools
-import os
 from typing import Any, Callable, Iterable
 
 import jax
@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel
+from gpjax import parallel, runs, segment
+from gpjax.data import segmentation
 
 # feature_fn(variables, images (n, H, W, 3) float32) -> maps (n, h, w, C).
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
@@ -94,62 +95,15 @@ def rankings(abs_sum: Any, signed_sum: Any, count: float) -> dict[str, Any]:
 def rank(fn: Callable[[Any, dict], Sums], variables: Any, batches: Iterable[dict[str, Any]],
          to_device: Callable[[dict], dict] = lambda b: b) -> dict[str, Any]:
   """Sums `make_ranker`'s ``fn`` over ``batches`` and returns `rankings`."""
-  totals = None
-  for batch in batches:
-    sums = fn(variables, to_device(batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = runs.accumulate(lambda b: fn(variables, to_device(b)), batches)
   if totals is None:
     raise ValueError('No batches to rank channels on.')
-  totals = jax.device_get(totals)
   return rankings(totals['abs'], totals['signed'], totals['count'])
 
 
-def rank_model_channels(model: Any, variables: Any, images: Any, *, layer: str = 'stage4',
-                        batch_size: int = 64, mesh: jax.sharding.Mesh | None = None
-                        ) -> dict[str, Any]:
-  """Rankings of ``model``'s map ``features[layer]`` over in-memory images (N, H, W, 3).
-
-  ``model.apply(variables, x, train=False)`` must return ``(out, features)``.
-  """
-  mesh = mesh or parallel.make_mesh()
-  fn = make_ranker(lambda v, x: model.apply(v, x, train=False)[1][layer], mesh)
-  images = np.asarray(images, np.float32)
-  devices = mesh.devices.size
-  size = -(-min(batch_size, len(images)) // devices) * devices
-
-  def batches():
-    for start in range(0, len(images), size):
-      chunk = images[start:start + size]
-      mask = np.zeros(size, bool)
-      mask[:len(chunk)] = True
-      chunk = np.pad(chunk, [(0, size - len(chunk))] + [(0, 0)] * 3)
-      yield {'image': chunk, 'mask': mask}
-
-  return rank(fn, jax.device_put(variables, parallel.replicated(mesh)), batches(),
-              functools.partial(parallel.to_global, mesh))
-
-
-# The job: python -m gpjax.main --config=configs/attack.py:rank --workdir=OUT
-
-
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """Ranks the channels of the source model's last backbone map on the evaluation split;
-  writes and returns ``ranking.json``."""
-  from gpjax import writers
-  from gpjax.probes import attack  # The attack job owns loading the model and data.
-  attack.validate_config(config)
-  model, variables, data = attack.load(config)
-  ranking = rank_segmentation(config, model, variables, data)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    writers.write_json(os.path.join(workdir, 'ranking.json'), ranking)
-  return ranking
-
-
-def rank_segmentation(config: Any, model: Any, variables: Any, data: Any) -> dict[str, Any]:
-  """Rankings of a segmentation model's ``stage4`` channels over ``config.probe``'s images."""
-  from gpjax import segment
-  from gpjax.data import segmentation
+def evaluate(config: Any, model: Any, variables: Any, data: Any) -> dict[str, Any]:
+  """Rankings of a segmentation model's ``stage4`` channels over ``config.probe``'s images
+  of ``data`` = (source, SegInfo); see `gpjax.probes.attack.load`."""
   source, info = data
   mesh = parallel.make_mesh()
   p = config.probe

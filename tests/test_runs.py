@@ -1,0 +1,84 @@
+"""Loading a trained run: load_run gives the saved config, the model of the run and the newest
+checkpoint's variables; provenance names the source; accumulate sums over batches."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import permutation_probe, tiny
+from gpjax import checkpoint, runs, train
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny location run trained for 2 steps (checkpoint at step 2)."""
+  workdir = tmp_path_factory.mktemp('trained')
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
+    config.model.head = 'linear'
+    config.model.width = 4
+    config.train.steps = 2
+    config.train.batch_size = 8
+    config.train.log_every = 1
+    config.train.eval_every = 2
+    config.eval.batch_size = 500
+  train.train_and_evaluate(config, str(workdir))
+  return str(workdir)
+
+
+def test_load_run_gives_the_runs_config_model_and_newest_variables(trained):
+  config, model, variables, info = runs.load_run(trained)
+  with open(os.path.join(trained, 'config.json')) as f:
+    assert config.to_dict() == json.load(f)
+  assert info.step == 2 and info.workdir == trained and info.num_classes == 4  # 2x2 cells.
+  assert info.data_dir == config.data.data_dir and info.data.image_shape == (32, 32, 3)
+  assert model.head == 'linear' and model.num_classes == 4 and model.bn_axis_name is None
+  assert model.dtype == jnp.float32
+  raw = checkpoint.restore_raw(trained)
+  assert set(variables) == {'params', 'batch_stats'}
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(
+      {'params': raw['params'], 'batch_stats': raw['batch_stats']})):
+    np.testing.assert_array_equal(a, b)
+  # The model applies to the run's canvases: (n, 64, 64, 3) -> logits (n, 4).
+  logits, _ = model.apply(variables, np.zeros((2, 64, 64, 3), np.float32), train=False)
+  assert logits.shape == (2, 4)
+  _, half, _, _ = runs.load_run(trained, 'bfloat16')
+  assert half.dtype == jnp.bfloat16
+
+
+def test_load_source_of_a_workdir_is_load_run(trained):
+  source = permutation_probe.get_config().probe  # Any ConfigDict with the two fields.
+  with source.unlocked():
+    source.workdir, source.torch_checkpoint = trained, ''
+  config, model, _, info = runs.load_source(source, 'float32')
+  assert config.model.head == 'linear' and model.num_classes == 4 and info.step == 2
+
+
+def test_provenance_names_the_source(trained, tmp_path):
+  probe = permutation_probe.get_config()
+  config, _, _, info = runs.load_run(trained)
+  out = runs.provenance(probe, config, info)
+  with open(os.path.join(trained, 'results.json')) as f:
+    accuracy = json.load(f)['test_accuracy']
+  assert out['checkpoint_step'] == 2 and out['source_test_accuracy'] == accuracy
+  assert out['source_workdir'] == trained and out['source_config'] == config.to_dict()
+  assert out['config'] == probe.to_dict() and out['num_devices'] == jax.device_count()
+  assert out['jax_version'] == jax.__version__
+  bare = runs.provenance(probe, None, None)
+  assert set(bare) == {'config', 'device_kind', 'num_devices', 'jax_version'}
+  moved = runs.RunInfo(num_classes=4, step=1, workdir=str(tmp_path), data_dir=None, data=None)
+  assert runs.provenance(probe, None, moved)['source_test_accuracy'] is None  # No results.json.
+
+
+def test_accumulate_sums_every_batch():
+  batches = [{'x': np.full(3, i, np.int32)} for i in range(1, 5)]
+  totals = runs.accumulate(lambda b: {'sum': jnp.asarray(b['x']), 'n': jnp.ones((), jnp.int32)},
+                           batches)
+  np.testing.assert_array_equal(totals['sum'], [10, 10, 10])
+  assert totals['n'] == 4 and isinstance(totals['sum'], np.ndarray)
+  assert runs.accumulate(lambda b: b, []) is None
