@@ -33,8 +33,8 @@ def _seed_configs(config: ml_collections.ConfigDict, workdir: str, seed: int):
 
 def validate_study(config: ml_collections.ConfigDict) -> None:
   """Checks the study fields and the training config before any work."""
-  from gpjax.validate import ConfigError, _at_least
-  _at_least('study.seeds', config.study.seeds, 1)
+  from gpjax.validate import ConfigError, at_least
+  at_least('study.seeds', config.study.seeds, 1)
   counts = attack.parse_counts(config.attack.attack.counts)
   if config.study.table_count not in counts:
     raise ConfigError(f'config.study.table_count={config.study.table_count} must be one of '
