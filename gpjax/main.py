@@ -63,7 +63,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
     if 'Traceback' in text:  # get_config raised (e.g. an unknown :variant): keep its message.
       flag = re.match(r'flag (\S+?): ', text)
-      text = f'{flag[1] if flag else "--config"}: ' + text.strip().splitlines()[-1].split(': ', 1)[-1]
+      last = text.strip().splitlines()[-1].split(': ', 1)[-1]
+      text = f'{flag[1] if flag else "--config"}: {last}'
     message = ' '.join(text.replace('\\n', ' ').split()) or type(e).__name__
     guess = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
     if isinstance(e, (AttributeError, KeyError)):  # A field name that the config lacks.

@@ -43,7 +43,7 @@ def below_one(field: str, value: Any) -> None:
 
 
 def steps_or_epochs(train: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError unless ``train.steps`` (int >= 0) or ``train.epochs`` (>= 0) sets a length."""
+  """Raises ConfigError unless ``train.steps`` (int >= 0) or ``train.epochs`` sets a length."""
   at_least('train.steps', train.steps, 0)
   at_least('train.epochs', train.epochs, 0, float)
   if train.steps == 0 and train.epochs <= 0:
