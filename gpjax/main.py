@@ -17,6 +17,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from gpjax import reproduce, segment, segment_study, study, train
+from gpjax.data.input_pipeline import DatasetNotPreparedError
 from gpjax.probes import attack, invariance, permutation, ranking
 from gpjax.validate import ConfigError, validate
 
@@ -95,6 +96,8 @@ def main(argv: list[str]) -> None:
     run(FLAGS.config, FLAGS.workdir)
   except ConfigError as e:  # Config checks that need the devices or the data set.
     sys.exit(f'Bad config: {e}')
+  except DatasetNotPreparedError as e:  # The message says how to prepare the set.
+    sys.exit(f'Data not prepared: {e}')
   except FloatingPointError as e:  # A diverged run: the message names the step.
     sys.exit(f'Stopped: {e}')
 

@@ -95,12 +95,17 @@ EXACT = {
 }
 
 
+# A known tfds set missing from the data dir: a message saying how to prepare it.
+NOT_PREPARED = ['--config=configs/micro.py', '--config.data.name=cifar10']
+
+
 @pytest.fixture(scope='module')
 def outcomes(tmp_path_factory):
   """Runs every case at once (each is a Python start-up, ~3 s); {name: (code, out, err)}."""
   root = tmp_path_factory.mktemp('cli')
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  cases = {**CASES, **{name: (args, {}, None) for name, (args, _) in EXACT.items()}}
+  cases = {**CASES, **{name: (args, {}, None) for name, (args, _) in EXACT.items()},
+           'not_prepared': (NOT_PREPARED, {}, None)}
   processes = {}
   for name, (args, extra_env, _) in cases.items():
     workdir = [] if None in args else [f'--workdir={root / name}']
@@ -143,3 +148,10 @@ def test_bad_command_line_gives_one_clear_line(outcomes, name):
 @pytest.mark.parametrize('name', list(EXACT))
 def test_former_tracebacks_give_their_line(outcomes, name):
   assert _one_line(outcomes[name]) == EXACT[name][1]
+
+
+def test_unprepared_data_set_says_how_to_prepare(outcomes):
+  code, out, err = outcomes['not_prepared']
+  assert code == 1 and 'Traceback' not in err, err
+  assert "Data not prepared: Data set 'cifar10' is not prepared" in err, err
+  assert 'tfds build cifar10 --data_dir=' in err, err
