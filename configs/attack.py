@@ -21,9 +21,12 @@ top-N left channels hurt the left region more than the right one, and vice versa
 import ml_collections
 
 _COUNTS = '0,10,25,50,100,200,400'  # N zeroed; N > C is skipped (C = 256 at width 8).
+VARIANTS = ('trained', 'rank', 'imported')
 
 
 def get_config(variant: str = 'trained') -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f'variant {variant!r} is not one of {VARIANTS}.')
   config = ml_collections.ConfigDict()
   config.job = 'rank' if variant == 'rank' else 'attack'  # See gpjax.main.JOBS.
 

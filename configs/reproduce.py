@@ -31,7 +31,8 @@ DESCRIPTIONS = {
 }
 
 # Per suite: the location/semantic grid (paddings, seeds, steps), probe orderings,
-# AugShift lambdas, segmentation training steps and the attack's N.
+# AugShift lambdas, segmentation training steps and the attack's N (steps None: the
+# paper suite keeps its configs' epochs).
 _SIZES = {
     'micro': dict(paddings='zero', seeds=1, steps=12, probe_layers='4,5', orderings=4,
                   weights='0,1', aug_seeds=1, aug_steps=12, seg_size='tiny', seg_seeds=1,
@@ -39,9 +40,9 @@ _SIZES = {
     'quick': dict(paddings='zero,circular,none', seeds=2, steps=200, probe_layers='1,2,3,4,5',
                   orderings=16, weights='0,1', aug_seeds=2, aug_steps=200, seg_size='cpu',
                   seg_seeds=2, seg_steps=200, counts='0,25,50,100', table_count=25),
-    'paper': dict(paddings='zero,circular,reflect,replicate,partial,none', seeds=3,
-                  probe_layers='1,2,3,4,5', orderings=1024, weights='0,0.1,1,10', aug_seeds=3,
-                  seg_size='gpu', seg_seeds=3, counts='0,25,50,100,200,400', table_count=100),
+    'paper': dict(paddings='zero,circular,reflect,replicate,partial,none', seeds=3, steps=None,
+                  aug_steps=None, probe_layers='1,2,3,4,5', orderings=1024,
+                  weights='0,0.1,1,10', aug_seeds=3, seg_size='gpu', seg_seeds=3, counts='0,25,50,100,200,400', table_count=100),
 }
 
 
@@ -72,6 +73,8 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
       'cifar10,gpjax_digits' if suite == 'paper' else 'gpjax_digits')
   config.segmentation_data = (  # The same for the segmentation study.
       'cityscapes,gpjax_street/large' if suite == 'paper' else 'gpjax_street')
+  config.cityscapes_crop = 513  # Training crop side (px) when that set is Cityscapes (official).
+  config.cityscapes_flip = True  # Random left-right flips when it is Cityscapes (official).
 
   config.location = study.get_config(size)  # Claims 1-2: GAPNet vs PermuteNet, probes.
   loc = config.location
@@ -79,13 +82,13 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   loc.study.seeds = z['seeds']
   loc.study.probe_layers = z['probe_layers']
   loc.probe.probe.num_orderings = z['orderings']
-  _shorten(loc.base, suite, z.get('steps'), batch_size=16)
+  _shorten(loc.base, suite, z['steps'], batch_size=16)
 
   config.augshift = augshift_study.get_config(size)  # Claim 3: AugShift vs the baseline.
   aug = config.augshift
   aug.study.sweep_values = z['weights']
   aug.study.seeds = z['aug_seeds']
-  _shorten(aug.base, suite, z.get('aug_steps'), batch_size=8)  # Pairs: 16 canvases.
+  _shorten(aug.base, suite, z['aug_steps'], batch_size=8)  # Pairs: 16 canvases.
   if suite == 'micro':
     aug.evaluator.invariance.num_pairs = 4
     aug.evaluator.invariance.curve_points = 3

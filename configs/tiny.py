@@ -13,6 +13,8 @@ from configs import semantic
 
 
 def get_config(task: str = 'location') -> ml_collections.ConfigDict:
+  if task not in ('location', 'semantic'):
+    raise ValueError(f'task {task!r} is not one of (\'location\', \'semantic\').')
   config = semantic.get_config() if task == 'semantic' else location.get_config()
   config.data.grid = 2  # 2x2 canvas of 32x32 sources: 64x64.
   config.model.width = 8  # Tiny ResNet-18 of the same shape.

@@ -7,6 +7,7 @@ elsewhere also give ``--coordinator_address``, ``--num_processes`` and
 ``--process_id``).
 """
 
+import os
 import re
 import sys
 
@@ -16,23 +17,23 @@ from absl import logging
 from ml_collections import config_flags
 
 from gpjax import augshift_study, reproduce, segment, segment_study, study, train
+from gpjax.data.input_pipeline import DatasetNotPreparedError
 from gpjax.probes import attack, invariance, permutation
 from gpjax.validate import ConfigError, validate
 
-# What a config's `job` field runs, and the check run on its config first.
-JOBS = {'train': train.train_and_evaluate, 'permutation_probe': permutation.run,
-        'study': study.run_study}
-VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_config,
-              'study': study.validate_study}
-JOBS.update(invariance=invariance.run, augshift_study=augshift_study.run_study)
-VALIDATORS.update(invariance=invariance.validate_config,
-                  augshift_study=augshift_study.validate_study)
-JOBS.update(segment=segment.train_and_evaluate, rank=attack.run_rank, attack=attack.run,
-            segment_study=segment_study.run_study)
-VALIDATORS.update(segment=segment.validate_config, rank=attack.validate_config,
-                  attack=attack.validate_config, segment_study=segment_study.validate_study)
-JOBS.update(reproduce=reproduce.run)
-VALIDATORS.update(reproduce=reproduce.validate_config)
+# What a config's `job` field runs, and the check run on its config before any work starts.
+JOBS = {
+    'train': (train.train_and_evaluate, validate),
+    'permutation_probe': (permutation.run, permutation.validate_config),
+    'study': (study.run_study, study.validate_study),
+    'invariance': (invariance.run, invariance.validate_config),
+    'augshift_study': (augshift_study.run_study, augshift_study.validate_study),
+    'segment': (segment.train_and_evaluate, segment.validate_config),
+    'rank': (attack.run_rank, attack.validate_config),
+    'attack': (attack.run, attack.validate_config),
+    'segment_study': (segment_study.run_study, segment_study.validate_study),
+    'reproduce': (reproduce.run, reproduce.validate_config),
+}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -44,12 +45,27 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _check_config_path(argv: list[str]) -> None:
+  """Exits with one line when ``--config=FILE[:variant]`` names no file."""
+  for i, arg in enumerate(argv[1:], 1):
+    value = arg[len('--config='):] if arg.startswith('--config=') else (
+        argv[i + 1] if arg == '--config' and i + 1 < len(argv) else None)
+    if value is not None and not os.path.isfile(value.split(':')[0]):
+      sys.exit(f'Bad flag: --config={value}: no such file {value.split(":")[0]!r}; give a '
+               'config file, e.g. --config=configs/location.py.')
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing that turns config mistakes into one clear line."""
+  _check_config_path(argv)
   try:
     return FLAGS(argv)
   except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
     text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    if 'Traceback' in text:  # get_config raised (e.g. an unknown :variant): keep its message.
+      flag = re.match(r'flag (\S+?): ', text)
+      last = text.strip().splitlines()[-1].split(': ', 1)[-1]
+      text = f'{flag[1] if flag else "--config"}: {last}'
     message = ' '.join(text.replace('\\n', ' ').split()) or type(e).__name__
     guess = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
     if isinstance(e, (AttributeError, KeyError)):  # A field name that the config lacks.
@@ -68,17 +84,20 @@ def main(argv: list[str]) -> None:
   if FLAGS.config.job not in JOBS:
     sys.exit(f'Bad config: config.job={FLAGS.config.job!r} is not allowed; choose one of '
              f'{tuple(JOBS)}.')
+  run, check = JOBS[FLAGS.config.job]
   try:
-    VALIDATORS[FLAGS.config.job](FLAGS.config)
+    check(FLAGS.config)
   except ConfigError as e:
     sys.exit(f'Bad config: {e}')
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   try:
-    JOBS[FLAGS.config.job](FLAGS.config, FLAGS.workdir)
+    run(FLAGS.config, FLAGS.workdir)
   except ConfigError as e:  # Config checks that need the devices or the data set.
     sys.exit(f'Bad config: {e}')
+  except DatasetNotPreparedError as e:  # The message says how to prepare the set.
+    sys.exit(f'Data not prepared: {e}')
   except FloatingPointError as e:  # A diverged run: the message names the step.
     sys.exit(f'Stopped: {e}')
 

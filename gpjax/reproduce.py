@@ -105,8 +105,8 @@ def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   data = resolved.segmentation.base.data
   data.name, data.data_dir = segmentation_set, config.data_dir
   if segmentation_set.startswith('cityscapes'):  # The official training crops and flips.
-    data.crop_height = data.crop_width = 513
-    data.flip = True
+    data.crop_height = data.crop_width = config.cityscapes_crop
+    data.flip = config.cityscapes_flip
   return resolved
 
 

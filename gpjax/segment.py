@@ -227,32 +227,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad field of a ``segment`` config."""
   from gpjax.models.deeplab import BACKBONES
   from gpjax.models.padding import PADDINGS
-  from gpjax.validate import DTYPES, ConfigError, _at_least, _one_of
-  _at_least('seed', config.seed, 0)
+  from gpjax.validate import DTYPES, ConfigError, at_least, below_one, one_of, steps_or_epochs
+  at_least('seed', config.seed, 0)
   d, m, t = config.data, config.model, config.train
   for field in ('image_height', 'image_width', 'crop_height', 'crop_width'):
-    _at_least(f'data.{field}', d[field], 0)
+    at_least(f'data.{field}', d[field], 0)
   if bool(d.crop_height) != bool(d.crop_width):
     raise ConfigError('config.data.crop_height and crop_width must both be 0 or both > 0.')
-  _one_of('model.backbone', m.backbone, BACKBONES)
-  _one_of('model.padding', m.padding, PADDINGS)
-  _one_of('model.head_padding', m.head_padding, PADDINGS)
-  _one_of('model.dtype', m.dtype, DTYPES)
+  one_of('model.backbone', m.backbone, BACKBONES)
+  one_of('model.padding', m.padding, PADDINGS)
+  one_of('model.head_padding', m.head_padding, PADDINGS)
+  one_of('model.dtype', m.dtype, DTYPES)
   for field in ('width', 'aspp_features'):
-    _at_least(f'model.{field}', m[field], 1)
-  if not 0.0 <= m.dropout < 1.0:
-    raise ConfigError(f'config.model.dropout={m.dropout!r} must be in [0, 1).')
-  _one_of('train.optimizer', t.optimizer, ('sgd', 'adam'))
-  _one_of('train.schedule', t.schedule, ('poly', 'constant'))
-  _at_least('train.steps', t.steps, 0)
-  _at_least('train.epochs', t.epochs, 0.0, float)
-  if t.steps == 0 and t.epochs <= 0:
-    raise ConfigError('config.train.steps=0 and config.train.epochs=0: set one of them > 0.')
+    at_least(f'model.{field}', m[field], 1)
+  below_one('model.dropout', m.dropout)
+  one_of('train.optimizer', t.optimizer, ('sgd', 'adam'))
+  one_of('train.schedule', t.schedule, ('poly', 'constant'))
+  steps_or_epochs(t)
   for field in ('learning_rate', 'backbone_lr_scale', 'weight_decay'):
-    _at_least(f'train.{field}', t[field], 0.0, float)
+    at_least(f'train.{field}', t[field], 0.0, float)
   for field in ('batch_size', 'log_every', 'keep_checkpoints'):
-    _at_least(f'train.{field}', t[field], 1)
+    at_least(f'train.{field}', t[field], 1)
   for field in ('eval_every', 'checkpoint_every'):
-    _at_least(f'train.{field}', t[field], 0)
-  _at_least('eval.batch_size', config.eval.batch_size, 1)
-  _at_least('eval.num_examples', config.eval.num_examples, 0)
+    at_least(f'train.{field}', t[field], 0)
+  at_least('eval.batch_size', config.eval.batch_size, 1)
+  at_least('eval.num_examples', config.eval.num_examples, 0)

@@ -18,7 +18,7 @@ import numpy as np
 
 from gpjax import figures, metrics, segment, study, writers
 from gpjax.probes import attack
-from gpjax.validate import ConfigError, _at_least
+from gpjax.validate import ConfigError, at_least
 
 ROWS = (('clean', 'clean'), ('top-N overall', 'top_overall'), ('random N', 'random'),
         ('top-N left', 'top_left'), ('top-N right', 'top_right'))
@@ -31,7 +31,7 @@ def runs(config: ml_collections.ConfigDict) -> study.Runs:
 
 def validate_study(config: ml_collections.ConfigDict) -> None:
   """Checks the study fields and the training config before any work."""
-  _at_least('study.seeds', config.study.seeds, 1)
+  at_least('study.seeds', config.study.seeds, 1)
   counts = attack.parse_counts(config.attack.attack.counts)
   if config.study.table_count not in counts:
     raise ConfigError(f'config.study.table_count={config.study.table_count} must be one of '

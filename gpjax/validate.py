@@ -21,51 +21,63 @@ class ConfigError(ValueError):
   """A config field holds a value the code cannot use."""
 
 
-def _one_of(field: str, value: Any, allowed: Iterable[Any]) -> None:
+def one_of(field: str, value: Any, allowed: Iterable[Any]) -> None:
+  """Raises ConfigError unless ``config.<field>`` is one of ``allowed``."""
   allowed = tuple(allowed)
   if value not in allowed:
     raise ConfigError(f'config.{field}={value!r} is not allowed; choose one of {allowed}.')
 
 
-def _at_least(field: str, value: Any, low: float, kind: type = int) -> None:
+def at_least(field: str, value: Any, low: float, kind: type = int) -> None:
+  """Raises ConfigError unless ``config.<field>`` is a ``kind`` (never a bool) >= ``low``."""
   if not isinstance(value, kind) or isinstance(value, bool) or value < low:
-    raise ConfigError(f'config.{field}={value!r} is not allowed; it must be a '
+    article = 'an' if kind is int else 'a'
+    raise ConfigError(f'config.{field}={value!r} is not allowed; it must be {article} '
                       f'{kind.__name__} >= {low}.')
+
+
+def below_one(field: str, value: Any) -> None:
+  """Raises ConfigError unless ``config.<field>`` lies in [0, 1) (a momentum, a dropout rate)."""
+  if not 0.0 <= value < 1.0:
+    raise ConfigError(f'config.{field}={value!r} is not allowed; it must be in [0, 1).')
+
+
+def steps_or_epochs(train: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError unless ``train.steps`` (int >= 0) or ``train.epochs`` sets a length."""
+  at_least('train.steps', train.steps, 0)
+  at_least('train.epochs', train.epochs, 0, float)
+  if train.steps == 0 and train.epochs <= 0:
+    raise ConfigError('config.train.steps=0 and config.train.epochs=0: set one of them > 0.')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the field, its value and what is allowed."""
-  _one_of('task', config.task, TASKS)
-  _at_least('seed', config.seed, 0)
+  one_of('task', config.task, TASKS)
+  at_least('seed', config.seed, 0)
   d, m, t = config.data, config.model, config.train
-  _at_least('data.grid', d.grid, 1)
-  _one_of('data.background', d.background, BACKGROUNDS)
-  _at_least('data.image_size', d.image_size, 0)
-  _one_of('model.backbone', m.backbone, BACKBONES)
-  _one_of('model.padding', m.padding, PADDINGS)
-  _one_of('model.head', m.head, HEADS)
-  _one_of('model.permute_layer', m.permute_layer, PERMUTE_LAYERS)
-  _at_least('model.width', m.width, 1)
-  _one_of('model.stem', m.stem, STEMS)
-  _one_of('model.dtype', m.dtype, DTYPES)
-  _at_least('train.epochs', t.epochs, 0, float)
-  _at_least('train.steps', t.steps, 0)
-  if t.steps == 0 and t.epochs <= 0:
-    raise ConfigError('config.train.steps=0 and config.train.epochs=0: set one of them > 0.')
-  _at_least('train.batch_size', t.batch_size, 1)
-  _one_of('train.optimizer', t.optimizer, OPTIMIZERS)
-  _at_least('train.learning_rate', t.learning_rate, 0.0, float)
+  at_least('data.grid', d.grid, 1)
+  one_of('data.background', d.background, BACKGROUNDS)
+  at_least('data.image_size', d.image_size, 0)
+  one_of('model.backbone', m.backbone, BACKBONES)
+  one_of('model.padding', m.padding, PADDINGS)
+  one_of('model.head', m.head, HEADS)
+  one_of('model.permute_layer', m.permute_layer, PERMUTE_LAYERS)
+  at_least('model.width', m.width, 1)
+  one_of('model.stem', m.stem, STEMS)
+  one_of('model.dtype', m.dtype, DTYPES)
+  steps_or_epochs(t)
+  at_least('train.batch_size', t.batch_size, 1)
+  one_of('train.optimizer', t.optimizer, OPTIMIZERS)
+  at_least('train.learning_rate', t.learning_rate, 0.0, float)
   for name in ('b1', 'b2'):
-    value = t[name]
-    if not 0.0 <= value < 1.0:
-      raise ConfigError(f'config.train.{name}={value!r} is not allowed; it must be in [0, 1).')
-  _at_least('train.weight_decay', t.weight_decay, 0.0, float)
-  _at_least('train.log_every', t.log_every, 1)
-  _at_least('train.eval_every', t.eval_every, 0)
-  _at_least('train.checkpoint_every', t.checkpoint_every, 0)
-  _at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
-  _at_least('eval.batch_size', config.eval.batch_size, 1)
-  _at_least('eval.seed', config.eval.seed, 0)
+    below_one(f'train.{name}', t[name])
+  at_least('train.weight_decay', t.weight_decay, 0.0, float)
+  at_least('train.log_every', t.log_every, 1)
+  at_least('train.eval_every', t.eval_every, 0)
+  at_least('train.checkpoint_every', t.checkpoint_every, 0)
+  at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
+  at_least('eval.batch_size', config.eval.batch_size, 1)
+  at_least('eval.seed', config.eval.seed, 0)
   validate_augshift(config)
 
 
@@ -74,9 +86,9 @@ def validate_augshift(config: ml_collections.ConfigDict) -> None:
   a = config.augshift
   if not isinstance(a.enabled, bool):
     raise ConfigError(f'config.augshift.enabled={a.enabled!r} is not allowed; it must be a bool.')
-  _at_least('augshift.weight', a.weight, 0.0, float)
-  _one_of('augshift.placement', a.placement, PLACEMENTS)
-  _at_least('augshift.max_shift', a.max_shift, 0)
+  at_least('augshift.weight', a.weight, 0.0, float)
+  one_of('augshift.placement', a.placement, PLACEMENTS)
+  at_least('augshift.max_shift', a.max_shift, 0)
   if a.placement == 'cell' and a.max_shift:
     raise ConfigError(f'config.augshift.max_shift={a.max_shift!r} needs '
                       "config.augshift.placement='pixel': cell placements are whole cells apart.")

@@ -134,7 +134,7 @@ def test_missing_prepared_set_says_how_to_prepare(tmp_path, monkeypatch):
 
 
 def test_unknown_name(tmp_path):
-  with pytest.raises(ValueError, match="Unknown data set 'not_a_dataset_xyz'"):
+  with pytest.raises(ValueError, match="config.data.name='not_a_dataset_xyz' is not allowed"):
     ip.load_source('not_a_dataset_xyz', 'train', data_dir=str(tmp_path))
 
 

@@ -168,8 +168,8 @@ def test_job_end_to_end(source_workdir, tmp_path):
   config.invariance.curve_points = 3
   config.invariance.num_images = 100
   config.invariance.readout_images = 300
-  main.VALIDATORS[config.job](config)
-  results = main.JOBS[config.job](config, str(tmp_path))
+  main.JOBS[config.job][1](config)
+  results = main.JOBS[config.job][0](config, str(tmp_path))
   with open(tmp_path / 'results.json') as f:
     saved = json.load(f)
   assert os.path.isfile(tmp_path / 'invariance.png')
@@ -183,4 +183,4 @@ def test_job_end_to_end(source_workdir, tmp_path):
   assert results['consistency'] == saved['consistency']
   config.invariance.source_workdir = str(tmp_path / 'missing')
   with pytest.raises(ConfigError, match='holds no config.json'):
-    main.VALIDATORS[config.job](config)
+    main.JOBS[config.job][1](config)

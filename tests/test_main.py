@@ -8,43 +8,117 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_RUN = '/nonexistent/gpjax_run'  # A source workdir that does not exist.
+NOT_A_CHECKPOINT = 'README.md'  # A file that exists but is no torch.save file.
+# Configs with a config.data.data_dir: each case points it at a folder that does not exist.
+TRAINING_CONFIGS = ('micro.py', 'location.py', 'semantic.py', 'segmentation.py')
 
-# name: (arguments after --config=configs/micro.py, extra environment, words the line must hold)
+# name: (arguments after `python -m gpjax.main`, extra environment, words the line must hold).
+# Every case stops before training; '{w}' is the case's own workdir.
 CASES = {
-    'typo_in_field': (['--config.model.paddin=zero'], {},
+    'typo_in_field': (['--config=configs/micro.py', '--config.model.paddin=zero'], {},
                       ['paddin', 'padding']),  # The field and the suggestion.
-    'unknown_value': (['--config.model.padding=foo'], {},
+    'unknown_value': (['--config=configs/micro.py', '--config.model.padding=foo'], {},
                       ['config.model.padding', "'foo'", 'zero', 'circular', 'reflect',
                        'replicate', 'partial', 'none']),
-    'wrong_type': (['--config.model.width=wide'], {}, ['config.model.width', 'wide', 'int']),
+    'wrong_type': (['--config=configs/micro.py', '--config.model.width=wide'], {},
+                   ['config.model.width', 'wide', 'int']),
     'batch_not_divisible': (
-        ['--config.train.batch_size=12'],
+        ['--config=configs/micro.py', '--config.train.batch_size=12'],
         {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'},
         ['config.train.batch_size', '12', 'divisible', '8']),
-    'missing_workdir': (None, {}, ['--workdir']),
+    'missing_workdir': (['--config=configs/micro.py', None], {}, ['--workdir']),
+    'unknown_optimizer': (['--config=configs/micro.py', '--config.train.optimizer=rmsprop'], {},
+                          ['config.train.optimizer', "'rmsprop'", 'adam', 'sgd']),
+    'negative_steps': (['--config=configs/micro.py', '--config.train.steps=-3'], {},
+                       ['config.train.steps=-3', 'an int >= 0']),
+    'no_length': (['--config=configs/micro.py', '--config.train.steps=0',
+                   '--config.train.epochs=0'], {}, ['config.train.steps=0', 'epochs=0']),
+    'unknown_head': (['--config=configs/micro.py', '--config.model.head=maxpool'], {},
+                     ['config.model.head', "'maxpool'", 'gapnet', 'permutenet', 'linear']),
+    'unknown_task_variant': (['--config=configs/micro.py:nosuchtask'], {},
+                             ['configs/micro.py:nosuchtask', "'nosuchtask'", 'location',
+                              'semantic']),
+    'unknown_task': (['--config=configs/micro.py', '--config.task=color'], {},
+                     ['config.task', "'color'", 'location', 'semantic']),
+    'unknown_dtype': (['--config=configs/micro.py', '--config.model.dtype=float16'], {},
+                      ['config.model.dtype', "'float16'", 'float32', 'bfloat16']),
+    'unknown_placement': (['--config=configs/semantic.py',
+                           '--config.augshift.placement=diagonal'], {},
+                          ['config.augshift.placement', "'diagonal'", 'cell', 'pixel']),
+    'augshift_on_location': (['--config=configs/location.py', '--config.augshift.enabled=True'],
+                             {}, ['config.augshift.enabled=True', "config.task='location'"]),
+    'probe_source_missing': (['--config=configs/permutation_probe.py',
+                              f'--config.probe.source_workdir={NO_RUN}'], {},
+                             ['config.probe.source_workdir', NO_RUN, 'does not exist']),
+    'probe_layer': (['--config=configs/permutation_probe.py', '--config.probe.layer=9'], {},
+                    ['config.probe.layer=9', '(1, 2, 3, 4, 5)']),
+    'invariance_source_missing': (['--config=configs/augshift.py:invariance',
+                                   f'--config.invariance.source_workdir={NO_RUN}'], {},
+                                  ['config.invariance.source_workdir', NO_RUN]),
+    'segment_backbone': (['--config=configs/segmentation.py', '--config.model.backbone=resnet7'],
+                         {}, ['config.model.backbone', "'resnet7'", 'resnet18', 'resnet50']),
+    'segment_dropout': (['--config=configs/segmentation.py', '--config.model.dropout=1.5'], {},
+                        ['config.model.dropout=1.5', '[0, 1)']),
+    'attack_no_source': (['--config=configs/attack.py'], {},
+                         ['config.source.workdir', 'config.source.torch_checkpoint']),
+    'attack_source_missing': (['--config=configs/attack.py',
+                               f'--config.source.workdir={NO_RUN}'], {}, [NO_RUN, 'not exist']),
+    'attack_variant': (['--config=configs/attack.py:imprted'], {},
+                       ["'imprted'", 'trained', 'rank', 'imported']),
+    'study_seeds': (['--config=configs/study.py', '--config.study.seeds=0'], {},
+                    ['config.study.seeds=0', '>= 1']),
+    'reproduce_variant': (['--config=configs/reproduce.py:huge'], {},
+                          ["'huge'", 'micro', 'quick', 'paper']),
+    'reproduce_suite': (['--config=configs/reproduce.py', '--config.suite=huge'], {},
+                        ['config.suite', "'huge'", 'micro', 'quick', 'paper']),
+    'segment_study_table_count': (['--config=configs/segmentation_study.py',
+                                   '--config.study.table_count=7'], {},
+                                  ['config.study.table_count=7', 'config.attack.attack.counts']),
 }
+
+# The three that printed a traceback: the exact line each must print now.
+EXACT = {
+    'unknown_data_name': (
+        ['--config=configs/micro.py', '--config.data.name=nosuchset'],
+        "Bad config: config.data.name='nosuchset' is not allowed; choose a built-in set "
+        "('gpjax_photos', 'gpjax_digits') or a tensorflow-datasets builder."),
+    'missing_config_file': (
+        ['--config=configs/nosuch.py'],
+        "Bad flag: --config=configs/nosuch.py: no such file 'configs/nosuch.py'; give a config "
+        'file, e.g. --config=configs/location.py.'),
+    'not_a_torch_checkpoint': (
+        ['--config=configs/attack.py:imported',
+         f'--config.source.torch_checkpoint={NOT_A_CHECKPOINT}'],
+        f"Bad config: config.source.torch_checkpoint='{NOT_A_CHECKPOINT}' is not a PyTorch "
+        'checkpoint: torch.save writes a zip archive (or a pickle), and this file is neither.'),
+}
+
+
+# A known tfds set missing from the data dir: a message saying how to prepare it.
+NOT_PREPARED = ['--config=configs/micro.py', '--config.data.name=cifar10']
 
 
 @pytest.fixture(scope='module')
 def outcomes(tmp_path_factory):
-  """Runs every case at once (each is a Python start-up, ~3 s); {name: (code, stderr)}."""
+  """Runs every case at once (each is a Python start-up, ~3 s); {name: (code, out, err)}."""
   root = tmp_path_factory.mktemp('cli')
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  cases = {**CASES, **{name: (args, {}, None) for name, (args, _) in EXACT.items()},
+           'not_prepared': (NOT_PREPARED, {}, None)}
   processes = {}
-  for name, (args, extra_env, _) in CASES.items():
-    argv = [sys.executable, '-m', 'gpjax.main', '--config=configs/micro.py']
-    if args is None:
-      args = []
-    else:
-      argv.append(f'--workdir={root / name}')
+  for name, (args, extra_env, _) in cases.items():
+    workdir = [] if None in args else [f'--workdir={root / name}']
     # A data dir that does not exist: every case must stop before reading data.
-    argv += [f'--config.data.data_dir={root / "no_data"}', *args]
+    argv = [sys.executable, '-m', 'gpjax.main', *[a for a in args if a], *workdir]
+    if args[0].split('/')[-1].split(':')[0] in TRAINING_CONFIGS:
+      argv.append(f'--config.data.data_dir={root / "no_data"}')
     processes[name] = subprocess.Popen(argv, cwd=REPO, env=dict(env, **extra_env),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   results = {}
   for name, p in processes.items():
     try:
-      out, err = p.communicate(timeout=180)
+      out, err = p.communicate(timeout=240)
     except subprocess.TimeoutExpired:
       p.kill()
       out, err = p.communicate()
@@ -53,14 +127,31 @@ def outcomes(tmp_path_factory):
   return results
 
 
-@pytest.mark.parametrize('name', list(CASES))
-def test_bad_command_line_gives_one_clear_line(outcomes, name):
-  code, out, err = outcomes[name]
+def _one_line(outcome):
+  code, out, err = outcome
   assert code not in (0, None) and code > 0, (code, err)
+  assert 'Traceback' not in err, err
   lines = err.strip().splitlines()
   assert len(lines) == 1, err  # One line: no traceback, no logs.
-  line = lines[0]
+  assert not out.strip(), out
+  return lines[0]
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_bad_command_line_gives_one_clear_line(outcomes, name):
+  line = _one_line(outcomes[name])
   assert line.startswith(('Bad flag: ', 'Bad config: ')), line
   for word in CASES[name][2]:
     assert word in line, (word, line)
-  assert not out.strip(), out
+
+
+@pytest.mark.parametrize('name', list(EXACT))
+def test_former_tracebacks_give_their_line(outcomes, name):
+  assert _one_line(outcomes[name]) == EXACT[name][1]
+
+
+def test_unprepared_data_set_says_how_to_prepare(outcomes):
+  code, out, err = outcomes['not_prepared']
+  assert code == 1 and 'Traceback' not in err, err
+  assert "Data not prepared: Data set 'cifar10' is not prepared" in err, err
+  assert 'tfds build cifar10 --data_dir=' in err, err

@@ -17,6 +17,7 @@ from gpjax import metrics
 from gpjax.data import segmentation
 from gpjax.interop import torch_import
 from gpjax.probes import attack
+from gpjax.validate import ConfigError
 
 WIDTH, ASPP_CH, CLASSES = 4, 8, 5
 
@@ -174,6 +175,20 @@ def test_file_needing_code_is_refused(torch_model, tmp_path):
   path = _save(tmp_path, {'model_state': torch_model.state_dict(), 'extra': Payload()})
   with pytest.raises(torch_import.UnsafeCheckpointError, match='never runs'):
     torch_import.load_state_dict(path)
+
+
+def test_file_that_is_no_checkpoint_is_named(torch_model, tmp_path):
+  text = tmp_path / 'notes.pth'
+  text.write_text('hello\n')
+  with pytest.raises(ConfigError) as e:
+    torch_import.load_state_dict(str(text))
+  assert str(e.value) == (f"config.source.torch_checkpoint={str(text)!r} is not a PyTorch "
+                          'checkpoint: torch.save writes a zip archive (or a pickle), and this '
+                          'file is neither.')
+  legacy = str(tmp_path / 'legacy.pth')  # The pre-1.6 pickle format passes the check.
+  torch.save(torch_model.state_dict(), legacy, _use_new_zipfile_serialization=False)
+  torch_import.check_checkpoint_file('source.torch_checkpoint', legacy)
+  torch_import.check_checkpoint_file('source.torch_checkpoint', _save(tmp_path, {}))
 
 
 def test_mismatches_are_named(torch_model, tmp_path):

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 from PIL import Image
 
+from gpjax.validate import ConfigError
+
 Batch = dict[str, np.ndarray]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -235,7 +237,7 @@ def load_source(
     The source and the set's `DatasetInfo`.
 
   Raises:
-    ValueError: `name` is no tfds builder.
+    ConfigError: `name` (config.data.name) is neither built in nor a tfds builder.
     DatasetNotPreparedError: a non-built-in set is missing from `data_dir`.
   """
   import tensorflow_datasets as tfds
@@ -247,9 +249,9 @@ def load_source(
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(
-        f'Unknown data set {name!r}: it is neither a built-in set '
-        f'{builtin.BUILTIN_NAMES} nor a tensorflow-datasets builder.') from None
+    raise ConfigError(
+        f'config.data.name={name!r} is not allowed; choose a built-in set '
+        f'{builtin.BUILTIN_NAMES} or a tensorflow-datasets builder.') from None
   try:
     source = _tfds_source(name, split, data_dir)
   except Exception as e:  # tfds raises assorted types for missing files.

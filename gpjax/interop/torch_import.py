@@ -26,6 +26,7 @@ or, in a job, ``--config.source.torch_checkpoint=PATH`` (configs/attack.py:impor
 
 import pickle
 import re
+import zipfile
 from typing import Any
 
 import jax
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpjax.models.deeplab import DeepLabV3
+from gpjax.validate import ConfigError
 
 StateDict = dict[str, np.ndarray]
 Variables = dict[str, Any]
@@ -47,6 +49,19 @@ class UnsafeCheckpointError(ValueError):
 
 class CheckpointMismatchError(ValueError):
   """The state dict's names or shapes do not fit the model."""
+
+
+def check_checkpoint_file(field: str, path: str) -> None:
+  """Raises ConfigError unless ``path`` (``config.<field>``) looks like a ``torch.save`` file.
+
+  Reads only the first bytes: torch.save writes a zip archive, or (before torch 1.6, and with
+  ``_use_new_zipfile_serialization=False``) a pickle, which starts with the PROTO opcode 0x80.
+  """
+  with open(path, 'rb') as f:
+    head = f.read(1)
+  if head != b'\x80' and not zipfile.is_zipfile(path):
+    raise ConfigError(f'config.{field}={path!r} is not a PyTorch checkpoint: torch.save writes a '
+                      'zip archive (or a pickle), and this file is neither.')
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -71,6 +86,7 @@ def load_state_dict(path: str) -> StateDict:
     ``{name: array}`` with any ``module.`` prefix removed.
 
   Raises:
+    ConfigError: the file is not a torch.save file at all.
     UnsafeCheckpointError: the file holds pickled code (weights_only refused it).
     ImportError: torch is not installed.
   """
@@ -79,6 +95,7 @@ def load_state_dict(path: str) -> StateDict:
   except ImportError as e:
     raise ImportError('Reading a PyTorch checkpoint needs torch (a CPU build is enough): '
                       'pip install torch --index-url https://download.pytorch.org/whl/cpu') from e
+  check_checkpoint_file('source.torch_checkpoint', path)
   try:
     with torch.serialization.safe_globals(_numpy_scalar_globals()):
       obj = torch.load(path, map_location='cpu', weights_only=True)

@@ -28,8 +28,9 @@ from jax.sharding import PartitionSpec as P
 
 from gpjax import figures, metrics, parallel, runs, segment, writers
 from gpjax.data import segmentation
+from gpjax.interop import torch_import
 from gpjax.probes import ranking as ranking_lib
-from gpjax.validate import DTYPES, ConfigError, _at_least, _one_of
+from gpjax.validate import DTYPES, ConfigError, at_least, one_of
 
 KINDS = ('overall', 'left', 'right')
 
@@ -164,6 +165,8 @@ def validate_config(config: Any) -> None:
   path = s.workdir or s.torch_checkpoint
   if not os.path.exists(path):
     raise ConfigError(f'config.source: {path!r} does not exist.')
+  if s.torch_checkpoint:
+    torch_import.check_checkpoint_file('source.torch_checkpoint', s.torch_checkpoint)
   if s.workdir and not os.path.isfile(os.path.join(s.workdir, 'config.json')):
     raise ConfigError(f'config.source.workdir={s.workdir!r} holds no config.json: not a '
                       'segment workdir.')
@@ -172,14 +175,14 @@ def validate_config(config: Any) -> None:
   if bool(config.data.image_height) != bool(config.data.image_width):
     raise ConfigError('config.data.image_height and image_width must both be 0 or both > 0.')
   for field in ('batch_size', 'mask_chunk'):
-    _at_least(f'probe.{field}', p[field], 1)
-  _at_least('probe.num_examples', p.num_examples, 0)
-  _one_of('probe.dtype', p.dtype, DTYPES)
+    at_least(f'probe.{field}', p[field], 1)
+  at_least('probe.num_examples', p.num_examples, 0)
+  one_of('probe.dtype', p.dtype, DTYPES)
   counts = parse_counts(a.counts)
   if not counts or min(counts) < 0:
     raise ConfigError(f'config.attack.counts={a.counts!r}: give comma-separated N >= 0.')
-  _at_least('attack.random_draws', a.random_draws, 0)
-  _at_least('attack.seed', a.seed, 0)
+  at_least('attack.random_draws', a.random_draws, 0)
+  at_least('attack.seed', a.seed, 0)
 
 
 def evaluate(config: Any, model: Any, variables: Any, data: Any,

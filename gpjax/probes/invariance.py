@@ -34,7 +34,7 @@ import numpy as np
 
 from gpjax import figures, runs, writers
 from gpjax.data import canvas, input_pipeline
-from gpjax.validate import ConfigError, _at_least
+from gpjax.validate import ConfigError, at_least
 
 # canvases (n, H, W, C) -> (logits (n, k), GAP latents (n, C)).
 Apply = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
@@ -182,9 +182,9 @@ def location_readout(train_latents: np.ndarray, train_cells: np.ndarray,
 
 def _check_fields(v: Any, prefix: str) -> None:
   for field in ('seed', 'num_images', 'readout_images'):
-    _at_least(f'{prefix}.{field}', v[field], 0)
+    at_least(f'{prefix}.{field}', v[field], 0)
   for field in ('num_pairs', 'curve_points', 'batch_size'):
-    _at_least(f'{prefix}.{field}', v[field], 1)
+    at_least(f'{prefix}.{field}', v[field], 1)
   if not v.readout_c > 0:
     raise ConfigError(f'config.{prefix}.readout_c={v.readout_c!r} must be > 0.')
 

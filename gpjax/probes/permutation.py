@@ -245,15 +245,15 @@ def summarize(correct: Any, count: Any) -> dict[str, Any]:
 
 def validate_config(config: Any) -> None:
   """Raises ConfigError with one line naming the first bad ``config.probe`` field."""
-  from gpjax.validate import DTYPES, ConfigError, _at_least, _one_of
+  from gpjax.validate import DTYPES, ConfigError, at_least, one_of
   p = config.probe
-  _one_of('probe.layer', p.layer, PERMUTE_LAYERS)
-  _at_least('probe.num_orderings', p.num_orderings, 1)
+  one_of('probe.layer', p.layer, PERMUTE_LAYERS)
+  at_least('probe.num_orderings', p.num_orderings, 1)
   for field in ('seed', 'num_images'):
-    _at_least(f'probe.{field}', p[field], 0)
+    at_least(f'probe.{field}', p[field], 0)
   for field in ('batch_size', 'image_chunk', 'ordering_chunk', 'head_chunk'):
-    _at_least(f'probe.{field}', p[field], 1)
-  _one_of('probe.dtype', p.dtype, DTYPES)
+    at_least(f'probe.{field}', p[field], 1)
+  one_of('probe.dtype', p.dtype, DTYPES)
   src = p.source_workdir
   if not src:
     raise ConfigError('config.probe.source_workdir is empty: set it to the workdir of a trained '
