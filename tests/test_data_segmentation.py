@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from gpjax.data import segmentation, street
+from gpjax.data import batching, segmentation, street
 
 
 def _no_network(*args, **kwargs):
@@ -80,12 +80,13 @@ def test_fit_shrinks_keeping_aspect_and_pads_with_ignore():
 def test_batches(street_dir):
   source, _ = segmentation.load_segmentation('gpjax_street', 'train', data_dir=street_dir,
                                              image_size=(32, 64))
-  a = segmentation.train_batch(source, 3, global_batch_size=4, seed=0)
-  b = segmentation.train_batch(source, 3, global_batch_size=4, seed=0, process_index=1,
-                               process_count=2)
+  a = batching.host_batch(source, 3, global_batch_size=4, seed=0)
+  b = batching.host_batch(source, 3, global_batch_size=4, seed=0, process_index=1,
+                          process_count=2)
   assert a['image'].shape == (4, 32, 64, 3) and a['label'].shape == (4, 32, 64)
   np.testing.assert_array_equal(b['label'], a['label'][2:])
-  batches = list(segmentation.eval_batches(source, 4, num_examples=10))
+  batches = list(batching.eval_batches(source, 4, num_examples=10,
+                                       pad_label=segmentation.IGNORE_LABEL))
   assert [int(x['mask'].sum()) for x in batches] == [4, 4, 2]
   assert (batches[-1]['label'][2:] == 255).all()
   np.testing.assert_array_equal(batches[1]['label'][0], source.example(4)[1])
