@@ -15,20 +15,21 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import reproduce, segment, segment_study, study, train
+from gpjax import reproduce, segment_study, study
 from gpjax.probes import attack, invariance, permutation, ranking
+from gpjax.tasks import classification, segmentation
 from gpjax.validate import ConfigError, validate
 
 # What a config's `job` field runs, and the check run on its config first.
-JOBS = {'train': train.train_and_evaluate, 'permutation_probe': permutation.run,
+JOBS = {'train': classification.train_and_evaluate, 'permutation_probe': permutation.run,
         'study': study.run_study}
 VALIDATORS = {'train': validate, 'permutation_probe': permutation.validate_config,
               'study': study.validate_study}
 JOBS.update(invariance=invariance.run, augshift_study=invariance.run_study)
 VALIDATORS.update(invariance=invariance.validate_config, augshift_study=invariance.validate_study)
-JOBS.update(segment=segment.train_and_evaluate, rank=ranking.run, attack=attack.run,
+JOBS.update(segment=segmentation.train_and_evaluate, rank=ranking.run, attack=attack.run,
             segment_study=segment_study.run_study)
-VALIDATORS.update(segment=segment.validate_config, rank=attack.validate_config,
+VALIDATORS.update(segment=segmentation.validate_config, rank=attack.validate_config,
                   attack=attack.validate_config, segment_study=segment_study.validate_study)
 JOBS.update(reproduce=reproduce.run)
 VALIDATORS.update(reproduce=reproduce.validate_config)

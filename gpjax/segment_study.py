@@ -14,8 +14,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import metrics, segment, study, writers
+from gpjax import metrics, study, writers
 from gpjax.probes import attack
+from gpjax.tasks import segmentation as segment
 
 ROWS = (('clean', 'clean'), ('top-N overall', 'top_overall'), ('random N', 'random'),
         ('top-N left', 'top_left'), ('top-N right', 'top_right'))

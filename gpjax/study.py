@@ -21,8 +21,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import train, writers
+from gpjax import writers
 from gpjax.probes import permutation
+from gpjax.tasks import classification
 from gpjax.validate import ConfigError, validate
 
 AXES = ('task', 'head', 'padding', 'grid')
@@ -120,7 +121,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     results[name] = cached(os.path.join(run_dir, 'results.json'))
     if results[name] is None:
       print(f'[{i + 1}/{len(runs)}] {name}', flush=True)
-      out = train.train_and_evaluate(run, run_dir)
+      out = classification.train_and_evaluate(run, run_dir)
       if 'preempted_at_step' in out:
         return out
       results[name] = writers.as_json(out)

@@ -160,8 +160,8 @@ def save_curves(path: str, results: dict[str, Any], title: str) -> None:
 
 def load(config: Any) -> tuple[Any, Any, tuple[Any, Any]]:
   """(model, variables, (evaluation source, SegInfo)) of an attack/rank config."""
-  from gpjax import segment
   from gpjax.data import segmentation
+  from gpjax.tasks import segmentation as segment
   from gpjax.validate import ConfigError
   model, variables, src = segment.load_model(config.source, config.probe.dtype)
   d = config.data
@@ -209,8 +209,8 @@ def validate_config(config: Any) -> None:
 
 def run(config: Any, workdir: str) -> dict[str, Any]:
   """The attack job: rank (or read the ranking), sweep the masks, write results and curves."""
-  from gpjax import segment, writers
-  from gpjax.data import segmentation
+  from gpjax import writers
+  from gpjax.data import batching, canvas, segmentation
   from gpjax.probes import ranking as ranking_lib
   validate_config(config)
   model, variables, (source, info) = load(config)
@@ -227,7 +227,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
   masks, rows = channel_masks(ranking, counts, num_channels, a.random_draws, a.seed)
   mesh = parallel.make_mesh()
   parallel.check_divisible('config.probe.batch_size', p.batch_size, jax.device_count(), 'devices')
-  prepare = lambda b: (segment.normalize(b['image'], info), b['label'].astype(jnp.int32),
+  prepare = lambda b: (canvas.normalize(b['image'], info.mean, info.std), b['label'].astype(jnp.int32),
                        jnp.broadcast_to(b['mask'][:, None, None], b['label'].shape))
   fn = make_attack(model, mesh, num_classes=info.num_classes, mask_chunk=p.mask_chunk,
                    prepare=prepare)
@@ -235,9 +235,10 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
   variables = jax.device_put(variables, replicated)
   device_masks = jax.device_put(masks, replicated)
   start, conf = time.perf_counter(), None
-  for batch in segmentation.eval_batches(source, p.batch_size, num_examples=p.num_examples,
-                                         process_index=jax.process_index(),
-                                         process_count=jax.process_count()):
+  for batch in batching.eval_batches(source, p.batch_size, num_examples=p.num_examples,
+                                     pad_label=segmentation.IGNORE_LABEL,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
     c = fn(variables, parallel.to_global(mesh, batch), device_masks)
     conf = c if conf is None else conf + c
   results = summarize(jax.device_get(conf), rows, counts, info.class_names)

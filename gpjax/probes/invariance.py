@@ -210,8 +210,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
   """Measures the newest checkpoint of ``config.invariance.source_workdir``; writes
   ``results.json`` and ``invariance.png`` to ``workdir`` and returns the results."""
   import ml_collections
-  from gpjax import checkpoint, train, writers
+  from gpjax import checkpoint, writers
   from gpjax.data import input_pipeline
+  from gpjax.tasks import classification
   validate_config(config)
   v = config.invariance
   src = ml_collections.ConfigDict(writers.read_json(os.path.join(v.source_workdir,
@@ -222,8 +223,8 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
                                                image_size=image_size)
   test_src, _ = input_pipeline.load_source(d.name, info.eval_split, data_dir=data_dir,
                                            image_size=image_size)
-  num_classes = train.num_classes(src, info)
-  model = train.create_model(src, num_classes, axis_name=None)
+  num_classes = classification.num_classes(src, info)
+  model = classification.create_model(src, num_classes, axis_name=None)
   raw = checkpoint.restore_raw(v.source_workdir)
   apply = model_apply(model, {'params': raw['params'], 'batch_stats': raw['batch_stats']})
   h, w, _ = info.image_shape

@@ -328,8 +328,9 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
   (those of its evaluations: same ``eval.seed``), writes ``results.json`` and
   ``accuracy_histogram.png`` to ``workdir`` and returns the results."""
   import ml_collections
-  from gpjax import checkpoint, train, writers
-  from gpjax.data import input_pipeline
+  from gpjax import checkpoint, writers
+  from gpjax.data import batching, examples, input_pipeline
+  from gpjax.tasks import classification
   validate_config(config)
   p = config.probe
   src = ml_collections.ConfigDict(_read_json(os.path.join(p.source_workdir, 'config.json')))
@@ -339,17 +340,16 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
                                        image_size=image_size)
   test_src, _ = input_pipeline.load_source(src.data.name, info.eval_split, data_dir=data_dir,
                                            image_size=image_size)
-  num_classes = train.num_classes(src, info)
-  model = train.create_model(src, num_classes, axis_name=None).clone(dtype=jnp.dtype(p.dtype))
+  num_classes = classification.num_classes(src, info)
+  model = classification.create_model(src, num_classes, axis_name=None).clone(dtype=jnp.dtype(p.dtype))
   model = probe_model(model, p.layer)
   raw = checkpoint.restore_raw(p.source_workdir)
   orderings = random_orderings(p.seed, p.num_orderings, model.ordering_length())
   mesh = parallel.make_mesh()
   parallel.check_divisible('config.probe.batch_size', p.batch_size, jax.device_count(), 'devices')
 
-  def make_inputs(batch):  # The canvases of train.eval_step: keys from eval.seed and the index.
-    images, labels, cells = train.make_examples(jax.random.key(src.eval.seed), batch, src, info,
-                                                flip=False)
+  def make_inputs(batch):  # The canvases of the classification eval_step.
+    images, labels, cells = examples.eval_examples(batch, src, info)
     return images, labels, cells, batch['mask']
 
   fn = make_probe(model, layer=p.layer, num_cells=src.data.grid ** 2,
@@ -360,8 +360,8 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
                              replicated)
   device_orderings = jax.device_put(orderings, replicated)
   num_images = min(p.num_images or len(test_src), len(test_src))
-  batches = input_pipeline.eval_batches(test_src, p.batch_size, process_index=jax.process_index(),
-                                        process_count=jax.process_count())
+  batches = batching.eval_batches(test_src, p.batch_size, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
   start, totals = time.perf_counter(), None
   for batch in itertools.islice(batches, -(-num_images // p.batch_size)):
     batch['mask'] &= batch['index'] < num_images  # Global positions: the same on every host.
