@@ -1,0 +1,71 @@
+"""Tests for gpjax.tasks.segmentation: what the task gives the core (shapes, evaluation
+batches, the mIoU summary, the results entries) and its config check."""
+
+import numpy as np
+import pytest
+
+from configs import segmentation as seg_config
+from gpjax import validate
+from gpjax.data.segmentation import SegInfo
+from gpjax.tasks import segmentation
+
+INFO = SegInfo(name='s', num_classes=3, class_names=('a', 'b', 'c'), image_shape=(8, 10, 3),
+               num_train=10, num_eval=5, eval_split='test')
+
+
+class _Masks:
+  def __len__(self):
+    return 5
+
+  def read(self, indices):
+    idx = np.asarray(indices).reshape(-1)
+    return {'image': np.stack([np.full((8, 10, 3), i, np.uint8) for i in idx]),
+            'label': np.stack([np.full((8, 10), i % 3, np.uint8) for i in idx])}
+
+
+def test_input_shape_is_the_crop_or_the_examples():
+  config = seg_config.get_config('tiny')
+  assert segmentation.input_shape(config, INFO) == (8, 10, 3)
+  config.data.crop_height, config.data.crop_width = 4, 6
+  assert segmentation.input_shape(config, INFO) == (4, 6, 3)
+  assert segmentation.num_classes(config, INFO) == 3
+  assert (segmentation.METRIC, segmentation.description(config)) == ('test_miou', 'segment')
+
+
+def test_eval_batches_stop_at_num_examples_and_pad_with_ignore():
+  config = seg_config.get_config('tiny')
+  config.eval.batch_size, config.eval.num_examples = 2, 3
+  batches = list(segmentation.eval_batches(_Masks(), config))
+  assert [b['index'].tolist() for b in batches] == [[0, 1], [2, 3]]
+  assert [b['mask'].tolist() for b in batches] == [[True, True], [True, False]]
+  assert (batches[1]['label'][1] == 255).all() and (batches[1]['image'][1] == 0).all()
+  np.testing.assert_array_equal(batches[1]['label'][0], np.full((8, 10), 2))
+  config.eval.num_examples = 0
+  assert sum(int(b['mask'].sum()) for b in segmentation.eval_batches(_Masks(), config)) == 5
+
+
+def test_summary_and_results():
+  conf = np.array([[4, 1, 0], [0, 3, 1], [0, 0, 0]])
+  out = segmentation.summarize(conf, INFO)
+  assert out['test_pixel_accuracy'] == pytest.approx(7 / 9)
+  assert out['iou_per_class']['a'] == pytest.approx(4 / 5)
+  assert out['iou_per_class']['b'] == pytest.approx(3 / 5)
+  assert out['confusion'] == conf.tolist()
+  final = {**out, 'step': 6}
+  best = {'test_miou': 0.9, 'step': 3}
+  got = segmentation.results(seg_config.get_config('tiny'), final, best, INFO)
+  assert got == {'class_names': ['a', 'b', 'c'], 'steps': 6, 'test_miou': out['test_miou'],
+                 'test_pixel_accuracy': 7 / 9, 'iou_per_class': out['iou_per_class'],
+                 'best_test_miou': 0.9, 'best_step': 3}
+
+
+def test_validate_config_names_the_field():
+  config = seg_config.get_config('tiny')
+  segmentation.validate_config(config)
+  config.data.crop_height = 4
+  with pytest.raises(validate.ConfigError, match='crop_height and crop_width'):
+    segmentation.validate_config(config)
+  config = seg_config.get_config('tiny')
+  config.train.schedule = 'cosine'
+  with pytest.raises(validate.ConfigError, match='train.schedule'):
+    segmentation.validate_config(config)
