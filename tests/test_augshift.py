@@ -43,7 +43,8 @@ def test_loss_is_ce_plus_ce_at_lambda_zero_and_grows_with_latent_distance():
   assert float(parts['latent_mse']) == pytest.approx(float(np.mean(d ** 2)), rel=1e-6)
 
   scales = [0.0, 0.5, 1.0, 2.0, 4.0]
-  losses = [float(classification.augshift_loss(la, lb, za, za + s * d, labels, 2.0)[0]) for s in scales]
+  losses = [float(classification.augshift_loss(la, lb, za, za + s * d, labels, 2.0)[0])
+            for s in scales]
   assert losses[0] == pytest.approx(ce, rel=1e-6)  # Identical latents: no MSE term.
   assert all(a < b for a, b in zip(losses, losses[1:]))
   np.testing.assert_allclose(losses, [ce + 2.0 * s * s * np.mean(d.astype(np.float64) ** 2)

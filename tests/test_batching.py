@@ -104,7 +104,8 @@ def test_batch_indices_pure_function_of_step_and_seed():
 def test_host_slices_concatenate_to_global_batch(digits_test):
   source, _ = digits_test
   step, b, seed = 41, 12, 3
-  whole = source.read(batching.batch_indices(step, num_examples=297, global_batch_size=b, seed=seed))
+  whole = source.read(batching.batch_indices(step, num_examples=297, global_batch_size=b,
+                                             seed=seed))
   parts = [
       batching.host_batch(source, step, global_batch_size=b, seed=seed,
                     process_index=p, process_count=4)

@@ -1,5 +1,5 @@
-"""End-to-end tests of the classification task (the ``train`` job) in process: a micro run that learns, what it
-leaves in its workdir, a non-finite loss, and the CIFAR-10 path under tfds mock data."""
+"""End-to-end tests of the classification task (the ``train`` job), in process: a micro run
+that learns, what it leaves in its workdir, a non-finite loss, and the CIFAR-10 path under tfds mock data."""
 
 import json
 import math
