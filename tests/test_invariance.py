@@ -208,7 +208,7 @@ def test_study_sweep_axis_and_evaluator(monkeypatch, tmp_path):
     evaluated.append(name)
     return {'consistency': 0.8 + run.augshift.weight / 5 + run.seed / 100}
 
-  monkeypatch.setattr(study.train, 'train_and_evaluate', fake_train)
+  monkeypatch.setattr(study.classification, 'train_and_evaluate', fake_train)
   sweep = study.parse_sweep(config.base, 'augshift.weight', config.study.sweep_values)
   summary = study.run_study(config, str(tmp_path), sweep=sweep, evaluate=fake_evaluate)
   assert evaluated == ['semantic_linear_zero_g3_weight0_s0', 'semantic_linear_zero_g3_weight0_s1',

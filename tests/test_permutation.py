@@ -262,7 +262,6 @@ def test_sharded_over_two_devices_matches_one(tmp_path):
       import jax, numpy as np
       from gpjax.models import Classifier
       from gpjax.probes import permutation as pm
-from gpjax.tasks import classification
       from tests.test_permutation import _data, _model, _variables
       assert jax.device_count() == 2
       model = _model()
