@@ -42,11 +42,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.epochs = 20.0  # Passes over the train split (official: 20).
   config.train.steps = 0  # If > 0, train this many steps instead of `epochs`.
   config.train.batch_size = 48  # Global batch over all devices and hosts (official: 48).
-  config.train.optimizer = 'adam'  # adam, adamw or sgd (momentum 0.9).
+  config.train.optimizer = 'adam'  # adam, adamw or sgd.
   config.train.learning_rate = 1e-3  # Constant, as in the official code.
   config.train.b1 = 0.5  # Adam beta1 (official: 0.5).
   config.train.b2 = 0.999  # Adam beta2.
   config.train.weight_decay = 0.0  # adamw/sgd weight decay.
+  config.train.momentum = 0.9  # sgd momentum.
   config.train.log_every = 50  # Steps between metrics.jsonl/TensorBoard rows.
   config.train.eval_every = 0  # Steps between evaluations; 0 = once per epoch.
   config.train.checkpoint_every = 0  # Steps between checkpoints; 0 = at each evaluation.

@@ -62,9 +62,11 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.train.steps = z['steps']  # Training steps (0 = use epochs).
   config.train.epochs = 0.0  # Passes over train when steps = 0.
   config.train.batch_size = z['batch']  # Global batch over all devices and hosts.
-  config.train.optimizer = z['optimizer']  # sgd (momentum 0.9, official) or adam (AdamW).
+  config.train.optimizer = z['optimizer']  # sgd (official) or adam (AdamW).
+  config.train.momentum = 0.9  # sgd momentum (official: 0.9).
   config.train.learning_rate = z['lr']  # Head rate (official SGD: 0.01).
-  config.train.schedule = z['schedule']  # poly: rate x (1 - step/total)^0.9 (official); constant.
+  config.train.schedule = z['schedule']  # poly: rate x (1 - step/total)^poly_power; constant.
+  config.train.poly_power = 0.9  # Exponent of the poly decay (official: 0.9).
   config.train.backbone_lr_scale = 0.1  # Backbone rate = this x head rate (official: 0.1).
   config.train.weight_decay = 1e-4  # Official: 1e-4.
   config.train.b1 = 0.9  # Adam beta1.

@@ -12,8 +12,9 @@ from typing import Any
 
 import ml_collections
 
-from gpjax import study, study_figures, train
+from gpjax import study, study_figures
 from gpjax.probes import invariance
+from gpjax.tasks import classification
 
 # Per-run scalars the study summarises over seeds (from each run's invariance results).
 METRICS = ('consistency', 'readout_accuracy', 'latent_distance', 'shifted_accuracy')
@@ -54,7 +55,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   """Trains and measures every run not finished yet; writes the study's files."""
   validate_study(config)
   grid, (field, _) = runs(config), sweep(config)
-  outcome = study.run_grid(grid, workdir, train.train_and_evaluate,
+  outcome = study.run_grid(grid, workdir, classification.train_and_evaluate,
                            {'invariance': functools.partial(measure, config)}, progress)
   if outcome.preempted is not None:
     return outcome.preempted

@@ -18,12 +18,12 @@ width 64, 10,000 96x96 canvases): K=1024 at layer 5 in <= 0.08 s, K=64 at
 layer 4 in <= 0.7 s.
 
 ``train`` / ``eval`` / ``canvas``: images (canvases) per second of the real
-`gpjax.train.train_step` / `eval_step` (under ``jax.shard_map`` over the ``data``
-axis and ``jax.jit``, the train step with the state donated, as in
-`gpjax.train.train_and_evaluate`) and of `gpjax.data.canvas.canvas_batch`, for
+`gpjax.tasks.classification.train_step` / `eval_step` (under ``jax.shard_map`` over the
+``data`` axis and ``jax.jit``, the train step with the state donated, as in
+`gpjax.trainer.train_and_evaluate`) and of `gpjax.data.canvas.canvas_batch`, for
 each batch x dtype, on synthetic uint8 32x32x3 sources already on the device (no
-data set; no ml_collections, tensorflow-datasets, scikit-learn or tensorboardX is
-imported, so it runs on a machine with only the JAX stack). Medians over ``--steps`` timed
+data set; the step's config is configs/location.py's, so ml-collections is needed, but
+no tensorflow-datasets, scikit-learn or tensorboardX is imported). Medians over ``--steps`` timed
 steps after ``--warmup``, each step synchronised with ``block_until_ready``;
 FLOPs per step from XLA's cost analysis of the compiled step (per device),
 TFLOP/s, peak device memory where the backend reports it, and on GPU the rate of
@@ -45,17 +45,21 @@ import os
 import statistics
 import sys
 import time
-import types
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel
+from configs import location
+from gpjax import parallel, trainer
+from gpjax.data import canvas
 from gpjax.models.classifier import BACKBONES, Classifier
 from gpjax.probes import permutation
+from gpjax.tasks import classification
 
 
 def _first_call(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -218,28 +222,20 @@ class _SyntheticInfo:
   std = (0.2023, 0.1994, 0.2010)
 
 
-def _namespace(fields: dict[str, Any]) -> types.SimpleNamespace:
-  return types.SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v
-                                  for k, v in fields.items()})
-
-
-def _step_config(args: argparse.Namespace, batch: int, dtype: str) -> types.SimpleNamespace:
-  """The fields of configs/location.py that the steps read, built here: no config file and
-  no ml_collections, which the offline GPU machines lack."""
-  return _namespace({
-      'seed': args.seed, 'task': 'location',
-      'data': {'grid': args.grid, 'background': 'zero', 'flip': True},
-      'model': {'backbone': args.backbone, 'head': args.head, 'padding': 'zero',
-                'width': args.width, 'stem': 'official', 'permute_layer': 5, 'dtype': dtype},
-      'train': {'batch_size': batch, 'optimizer': 'adam', 'learning_rate': 1e-3, 'b1': 0.5,
-                'b2': 0.999, 'weight_decay': 0.0},
-      'eval': {'batch_size': batch, 'seed': 1},
-      'augshift': {'enabled': False}})
+def _step_config(args: argparse.Namespace, batch: int, dtype: str) -> ml_collections.ConfigDict:
+  """configs/location.py (Adam 1e-3, zero padding, flips, zero background) at the
+  benchmark's grid, model, dtype and batch."""
+  config = location.get_config()
+  config.seed = args.seed
+  config.data.grid = args.grid
+  config.model.backbone, config.model.head = args.backbone, args.head
+  config.model.width, config.model.dtype = args.width, dtype
+  config.train.batch_size = config.eval.batch_size = batch
+  return config
 
 
 def _source_batch(mesh, batch: int, seed: int, *, mask: bool) -> dict[str, jax.Array]:
   """Random uint8 sources with labels, global indices (and a mask), sharded over ``data``."""
-  import numpy as np
   rng = np.random.default_rng(seed)
   host = {'image': rng.integers(0, 256, (batch, *SOURCE_SHAPE), dtype=np.uint8),
           'label': rng.integers(0, 10, (batch,), dtype=np.int32),
@@ -316,11 +312,11 @@ def _add_step_flags(p, *, dtype: bool = True, model: bool = True) -> None:
 
 def _add_train(subparsers) -> None:
   _add_step_flags(subparsers.add_parser(
-      'train', help='images/s of gpjax.train.train_step (shard_map + jit, donated state)'))
+      'train', help='images/s of the classification train_step (shard_map + jit, donated state)'))
 
 
 def _add_eval(subparsers) -> None:
-  _add_step_flags(subparsers.add_parser('eval', help='images/s of gpjax.train.eval_step'))
+  _add_step_flags(subparsers.add_parser('eval', help='images/s of the classification eval_step'))
 
 
 def _add_canvas(subparsers) -> None:
@@ -382,7 +378,6 @@ def _matmul_size(args: argparse.Namespace) -> int:
 def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
   """Shared body of ``train`` and ``eval``: one compiled step per batch x dtype."""
   _check_step_args(args)
-  from gpjax import train
   mesh = parallel.make_mesh()
   info = _SyntheticInfo()
   canvas_shape = (32 * args.grid, 32 * args.grid, 3)
@@ -392,16 +387,16 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
   for dtype in args.dtype:
     for b in args.batch:
       config = _step_config(args, b, dtype)
-      model = train.create_model(config, args.grid ** 2)
-      tx = train.create_optimizer(config.train)
-      state = train.init_state(args.seed, model, tx, canvas_shape, mesh)
+      model = classification.create_model(config, args.grid ** 2)
+      tx = trainer.create_optimizer(config.train, config.train.steps)
+      state = trainer.init_state(args.seed, model, tx, canvas_shape, mesh)
       batch = _source_batch(mesh, b, args.seed, mask=which == 'eval')
       if which == 'train':
-        step = parallel.shard_step(functools.partial(train.train_step, model=model, tx=tx,
-                                                     config=config, info=info), mesh,
+        step = parallel.shard_step(functools.partial(classification.train_step, model=model,
+                                                     tx=tx, config=config, info=info), mesh,
                                    outputs=2, donate=True)
       else:
-        step = parallel.shard_step(functools.partial(train.eval_step, model=model,
+        step = parallel.shard_step(functools.partial(classification.eval_step, model=model,
                                                      config=config, info=info), mesh)
       start = time.perf_counter()
       compiled = step.lower(state, batch).compile()
@@ -416,18 +411,17 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
 
 
 def bench_train(args: argparse.Namespace) -> dict[str, Any]:
-  """Times `gpjax.train.train_step` (forward + backward + Adam, canvases made in the step)."""
+  """Times `classification.train_step` (forward + backward + Adam, canvases made in the step)."""
   return _bench_steps(args, 'train')
 
 
 def bench_eval(args: argparse.Namespace) -> dict[str, Any]:
-  """Times `gpjax.train.eval_step` (canvases + forward + summed metrics)."""
+  """Times `classification.eval_step` (canvases + forward + summed metrics)."""
   return _bench_steps(args, 'eval')
 
 
 def bench_canvas(args: argparse.Namespace) -> dict[str, Any]:
   """Times `canvas.canvas_batch` (flip, zero background), keyed per example as in training."""
-  from gpjax.data import canvas
   _check_step_args(args)
   mesh = parallel.make_mesh()
   info = _SyntheticInfo()

@@ -16,19 +16,20 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import augshift_study, reproduce, segment, segment_study, study, train
+from gpjax import augshift_study, reproduce, segment_study, study
 from gpjax.data.input_pipeline import DatasetNotPreparedError
 from gpjax.probes import attack, invariance, permutation
+from gpjax.tasks import classification, segmentation
 from gpjax.validate import ConfigError, validate
 
 # What a config's `job` field runs, and the check run on its config before any work starts.
 JOBS = {
-    'train': (train.train_and_evaluate, validate),
+    'train': (classification.train_and_evaluate, validate),
     'permutation_probe': (permutation.run, permutation.validate_config),
     'study': (study.run_study, study.validate_study),
     'invariance': (invariance.run, invariance.validate_config),
     'augshift_study': (augshift_study.run_study, augshift_study.validate_study),
-    'segment': (segment.train_and_evaluate, segment.validate_config),
+    'segment': (segmentation.train_and_evaluate, segmentation.validate_config),
     'rank': (attack.run_rank, attack.validate_config),
     'attack': (attack.run, attack.validate_config),
     'segment_study': (segment_study.run_study, segment_study.validate_study),

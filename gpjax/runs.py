@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gpjax import checkpoint, segment, train, writers
+from gpjax import checkpoint, writers
 from gpjax.data import input_pipeline
+from gpjax.tasks import classification, segmentation
 
 Variables = dict[str, Any]
 
@@ -65,13 +66,13 @@ def load_run(workdir: str, dtype: str | None = None, data_dir: str = ''
   data_dir = data_dir or config.data.data_dir or None
   if config.job == 'segment':
     num_classes = int(np.shape(raw['params']['classifier']['conv']['bias'])[0])
-    model = segment.create_model(config, num_classes, axis_name=None)
+    model = segmentation.create_model(config, num_classes, axis_name=None)
     data = None
   else:
     _, data = input_pipeline.load_source(config.data.name, 'train', data_dir=data_dir,
                                          image_size=config.data.image_size or None)
-    num_classes = train.num_classes(config, data)
-    model = train.create_model(config, num_classes, axis_name=None)
+    num_classes = classification.num_classes(config, data)
+    model = classification.create_model(config, num_classes, axis_name=None)
   info = RunInfo(num_classes=num_classes, step=int(raw['step']), workdir=workdir,
                  data_dir=data_dir, data=data)
   if dtype is not None:

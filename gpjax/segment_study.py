@@ -16,8 +16,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import figures, metrics, segment, study, writers
+from gpjax import figures, metrics, study, writers
 from gpjax.probes import attack
+from gpjax.tasks import segmentation
 from gpjax.validate import ConfigError, at_least
 
 ROWS = (('clean', 'clean'), ('top-N overall', 'top_overall'), ('random N', 'random'),
@@ -37,7 +38,7 @@ def validate_study(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.study.table_count={config.study.table_count} must be one of '
                       f'config.attack.attack.counts ({config.attack.attack.counts}).')
   try:
-    segment.validate_config(config.base)
+    segmentation.validate_config(config.base)
   except ConfigError as e:
     raise ConfigError(f'config.base: {e}') from None
 
@@ -103,7 +104,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   curves.png. ``progress(name, i, n)`` is called before each seed."""
   validate_study(config)
   grid = runs(config)
-  outcome = study.run_grid(grid, workdir, segment.train_and_evaluate,
+  outcome = study.run_grid(grid, workdir, segmentation.train_and_evaluate,
                            {'attack': functools.partial(attack_run, config, workdir)}, progress)
   if outcome.preempted is not None:
     return outcome.preempted

@@ -24,8 +24,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import study_figures, train, writers
+from gpjax import study_figures, writers
 from gpjax.probes import permutation
+from gpjax.tasks import classification
 from gpjax.validate import ConfigError, validate
 
 AXES = ('task', 'head', 'padding', 'grid')
@@ -329,7 +330,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   evaluators = {}
   if config.study.probe_heads:  # '' = no probes.
     evaluators['probes'] = functools.partial(probe_layers, config)
-  outcome = run_grid(runs, workdir, train.train_and_evaluate, evaluators, progress)
+  outcome = run_grid(runs, workdir, classification.train_and_evaluate, evaluators, progress)
   if outcome.preempted is not None:
     return outcome.preempted
   summary = summarize(runs, outcome.results)

@@ -6,12 +6,19 @@
 #   launch/gpu_bench.sh [OUTDIR]      OUTDIR: default $OUT if set, else docs/benchmarks/
 # Knobs (environment): BATCHES=48,256,1024 DTYPES=float32,bfloat16 STEPS=30 WARMUP=5
 # WIDTH=64 GRID=3 PROBE=1 (0 skips the probe) PROBE_IMAGES=10000 PYTHON=python.
-# Needs only jax, flax, optax, orbax-checkpoint, numpy and tqdm: the benchmarks import no
-# ml_collections, tensorflow-datasets, scikit-learn or tensorboardX.
+# Needs jax, flax, optax, orbax-checkpoint, numpy, tqdm, Pillow and ml-collections (the step
+# config is configs/location.py's); no tensorflow-datasets, scikit-learn or tensorboardX.
+# Without ml-collections, its wheel in launch/wheels (see launch/wheels/README.md) is
+# installed into launch/wheels/site and put on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-docs/benchmarks}}
 py=${PYTHON:-python}
+if ! "$py" -c 'import ml_collections' 2>/dev/null; then
+  "$py" -m pip install --quiet --no-index --no-deps --target launch/wheels/site \
+      launch/wheels/ml_collections-*.whl
+  export PYTHONPATH="$PWD/launch/wheels/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 batches=${BATCHES:-48,256,1024}
 dtypes=${DTYPES:-float32,bfloat16}
 steps=${STEPS:-30}

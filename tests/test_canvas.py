@@ -3,11 +3,10 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gpjax.data.canvas import make_canvas, normalize, random_cells, random_flip
+from gpjax.data.canvas import make_canvas, normalize
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
@@ -113,8 +112,6 @@ def test_list_of_images():
 def test_bad_grid_raises(grid):
   with pytest.raises(ValueError, match=rf'grid={grid!r} must be an integer >= 1'):
     make_canvas(_sources(1, 4, 4), np.array([0]), grid=grid, mean=MEAN, std=STD)
-  with pytest.raises(ValueError, match='grid='):
-    random_cells(jax.random.key(0), 4, grid)
 
 
 def test_other_errors():
@@ -122,38 +119,6 @@ def test_other_errors():
     make_canvas(_sources(1, 4, 4), np.array([0]), grid=2, mean=MEAN, std=STD, background='grey')
   with pytest.raises(ValueError, match=r'\(N, h, w, C\); got \(4, 4, 3\)'):
     make_canvas(_sources(1, 4, 4)[0], np.array([0]), grid=2, mean=MEAN, std=STD)
-
-
-@pytest.mark.parametrize('grid', [1, 3, 5])
-def test_random_cells_uniform_and_in_range(grid):
-  n = 2000 * grid * grid
-  cells = np.asarray(random_cells(jax.random.key(grid), n, grid))
-  assert cells.dtype == np.int32 and cells.shape == (n,)
-  assert cells.min() >= 0 and cells.max() < grid * grid
-  counts = np.bincount(cells, minlength=grid * grid)
-  assert len(counts) == grid * grid
-  assert np.abs(counts / 2000 - 1).max() < 0.1, counts  # about 4.5 sd of a cell count
-  assert not np.array_equal(random_cells(jax.random.key(0), 64, 3),
-                            random_cells(jax.random.key(1), 64, 3))
-
-
-def test_random_flip_flips_exactly_the_chosen_images():
-  images = jnp.asarray(_sources(200, 4, 6))  # no source is its own mirror image
-  mirrored = images[:, :, ::-1]
-  out = np.asarray(random_flip(jax.random.key(0), images))
-  same = (out == np.asarray(images)).all((1, 2, 3))
-  flipped = (out == np.asarray(mirrored)).all((1, 2, 3))
-  assert (same ^ flipped).all()  # each image whole: either kept or mirrored, never mixed
-  assert 70 < flipped.sum() < 130
-  # The choice depends only on the key, not on the content, and changes with the key.
-  other = np.asarray(random_flip(jax.random.key(0), images[::-1].copy()))
-  np.testing.assert_array_equal((other == np.asarray(mirrored[::-1])).all((1, 2, 3)), flipped)
-  again = np.asarray(random_flip(jax.random.key(1), images))
-  assert ((again == np.asarray(mirrored)).all((1, 2, 3)) != flipped).any()
-  # Flips are horizontal (width axis) and dtype is kept.
-  assert out.dtype == np.uint8
-  i = int(np.argmax(flipped))
-  np.testing.assert_array_equal(out[i, :, 0], np.asarray(images)[i, :, -1])
 
 
 def test_normalize():

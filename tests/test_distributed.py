@@ -32,7 +32,8 @@ import numpy as np
 import pytest
 
 from configs import micro
-from gpjax import checkpoint, train
+from gpjax import checkpoint
+from gpjax.tasks import classification
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
@@ -174,7 +175,7 @@ def launched(data_dir, env, tmp_path_factory):
 def one_device(launched, data_dir, tmp_path_factory):
   """The 1-device run, in this process (the others run on CPU: compare like with like)."""
   workdir = str(tmp_path_factory.mktemp('one_device'))
-  train.train_and_evaluate(config_of(data_dir), workdir)
+  classification.train_and_evaluate(config_of(data_dir), workdir)
   return workdir
 
 
@@ -196,7 +197,7 @@ def test_eight_devices_match_one(launched, one_device, data_dir, tmp_path):
   copy = str(tmp_path / 'eight_on_one')
   shutil.copytree(workdir, copy)
   os.remove(os.path.join(copy, 'results.json'))
-  again = train.train_and_evaluate(config_of(data_dir), copy)
+  again = classification.train_and_evaluate(config_of(data_dir), copy)
   assert again['num_devices'] == 1 and again['steps'] == STEPS
   assert again['test_loss'] == pytest.approx(got['test_loss'], rel=1e-6)
   assert abs(again['test_accuracy'] - got['test_accuracy']) <= 1 / 2000 + 1e-7

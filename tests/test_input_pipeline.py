@@ -1,15 +1,13 @@
 """Tests for gpjax.data.input_pipeline."""
 
 import socket
-import threading
-import time
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from sklearn import datasets as sk_datasets
 
-from gpjax.data import builtin
+from gpjax.data import batching, builtin
 from gpjax.data import input_pipeline as ip
 
 
@@ -107,8 +105,8 @@ def test_cifar10_under_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
     source, info = ip.load_source('cifar10', 'train', data_dir=str(tmp_path))
     raw = tfds.data_source('cifar10', split='train')
-    batch = ip.host_batch(source, 3, global_batch_size=8, seed=0)
-    indices = ip.batch_indices(3, num_examples=24, global_batch_size=8, seed=0)
+    batch = batching.host_batch(source, 3, global_batch_size=8, seed=0)
+    indices = batching.batch_indices(3, num_examples=24, global_batch_size=8, seed=0)
     expected = np.stack([raw[int(i)]['image'] for i in indices])
     expected_labels = [raw[int(i)]['label'] for i in indices]
   assert info.mean == (0.4914, 0.4822, 0.4465)
@@ -136,114 +134,3 @@ def test_missing_prepared_set_says_how_to_prepare(tmp_path, monkeypatch):
 def test_unknown_name(tmp_path):
   with pytest.raises(ValueError, match="config.data.name='not_a_dataset_xyz' is not allowed"):
     ip.load_source('not_a_dataset_xyz', 'train', data_dir=str(tmp_path))
-
-
-# --- batching -------------------------------------------------------------------
-
-
-def test_batch_indices_each_example_once_per_epoch():
-  n, b = 10, 4  # 10 steps = 4 epochs; steps 2, 4, 7 straddle an epoch boundary.
-  stream = np.concatenate([
-      ip.batch_indices(s, num_examples=n, global_batch_size=b, seed=7) for s in range(10)])
-  epochs = stream.reshape(4, n)
-  for epoch in epochs:
-    assert sorted(epoch) == list(range(n))
-  assert len({tuple(e) for e in epochs}) == 4  # A fresh order every epoch.
-  assert list(epochs[0]) != list(range(n))  # Shuffled.
-
-
-def test_batch_indices_pure_function_of_step_and_seed():
-  kwargs = dict(num_examples=1000, global_batch_size=64)
-  a = ip.batch_indices(123, seed=1, **kwargs)
-  ip.batch_indices(5, seed=1, **kwargs)
-  np.testing.assert_array_equal(a, ip.batch_indices(123, seed=1, **kwargs))
-  assert not np.array_equal(a, ip.batch_indices(123, seed=2, **kwargs))
-  assert not np.array_equal(a, ip.batch_indices(124, seed=1, **kwargs))
-  # Batch larger than the data: still a run of whole permutations.
-  big = ip.batch_indices(0, num_examples=3, global_batch_size=9, seed=0)
-  assert sorted(big) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-  with pytest.raises(ValueError):
-    ip.batch_indices(-1, seed=0, **kwargs)
-
-
-def test_host_slices_concatenate_to_global_batch(digits_test):
-  source, _ = digits_test
-  step, b, seed = 41, 12, 3
-  whole = source.read(ip.batch_indices(step, num_examples=297, global_batch_size=b, seed=seed))
-  parts = [
-      ip.host_batch(source, step, global_batch_size=b, seed=seed,
-                    process_index=p, process_count=4)
-      for p in range(4)
-  ]
-  assert all(part['image'].shape == (3, 32, 32, 3) for part in parts)
-  for key in ('image', 'label'):
-    np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
-  single = ip.host_batch(source, step, global_batch_size=b, seed=seed)
-  np.testing.assert_array_equal(single['label'], whole['label'])
-  with pytest.raises(ValueError, match='not divisible'):
-    ip.host_batch(source, 0, global_batch_size=10, seed=0, process_index=0, process_count=4)
-
-
-def test_prefetch_in_order_and_stops_cleanly():
-  calls = []
-  lock = threading.Lock()
-
-  def fn(step):
-    time.sleep(0.01)
-    with lock:
-      calls.append(step)
-    return step * step
-
-  assert list(ip.prefetch(fn, 5, 6, buffer=3)) == [s * s for s in range(5, 11)]
-  assert calls == list(range(5, 11))
-
-  calls.clear()
-  batches = ip.prefetch(fn, 0, None, buffer=2)
-  assert [next(batches) for _ in range(4)] == [0, 1, 4, 9]
-  batches.close()
-  count = len(calls)
-  assert count <= 4 + 2
-  time.sleep(0.1)
-  assert len(calls) == count  # Nothing runs after close().
-  assert not [t for t in threading.enumerate() if t.name.startswith('prefetch')]
-
-
-def test_prefetch_raises_at_failing_step():
-  def fn(step):
-    if step == 2:
-      raise RuntimeError('bad step')
-    return step
-
-  batches = ip.prefetch(fn, 0, 5)
-  assert [next(batches), next(batches)] == [0, 1]
-  with pytest.raises(RuntimeError, match='bad step'):
-    next(batches)
-
-
-# --- evaluation -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize('split, batch_size, process_count', [
-    ('test', 12, 1), ('test', 12, 3), ('test[:25]', 48, 3), ('test[:25]', 5, 1),
-])
-def test_eval_batches_cover_each_example_once(data_dir, split, batch_size, process_count):
-  source, _ = ip.load_source('gpjax_digits', split, data_dir=data_dir)
-  n = len(source)
-  per_host = [
-      list(ip.eval_batches(source, batch_size, process_index=p, process_count=process_count))
-      for p in range(process_count)
-  ]
-  num_batches = -(-n // batch_size)
-  assert all(len(batches) == num_batches for batches in per_host)
-  everything = source.read(np.arange(n))
-  images, labels = [], []
-  for k in range(num_batches):
-    for batches in per_host:
-      batch = batches[k]
-      assert batch['image'].shape == (batch_size // process_count, 32, 32, 3)
-      assert batch['mask'].dtype == bool
-      images.append(batch['image'][batch['mask']])
-      labels.append(batch['label'][batch['mask']])
-      assert not batch['image'][~batch['mask']].any()  # Padding is zeros.
-  np.testing.assert_array_equal(np.concatenate(images), everything['image'])
-  np.testing.assert_array_equal(np.concatenate(labels), everything['label'])

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from configs import augshift as augshift_config
-from gpjax import checkpoint, main, train, writers
+from gpjax import checkpoint, main, trainer, writers
 from gpjax.data import builtin, canvas
 from gpjax.probes import invariance
+from gpjax.tasks import classification
 from gpjax.validate import ConfigError
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -150,9 +151,9 @@ def source_workdir(tmp_path_factory):
   config.data.image_size = 16
   config.data.grid = 2
   config.model.width = 4
-  model, tx = train.create_model(config, 10), train.create_optimizer(config.train)
-  state = train.create_train_state(0, model.clone(bn_axis_name=None), tx,
-                                   (32, 32, 3))
+  model = classification.create_model(config, 10)
+  tx = trainer.create_optimizer(config.train, config.train.steps)
+  state = trainer.create_train_state(0, model.clone(bn_axis_name=None), tx, (32, 32, 3))
   manager = checkpoint.make_manager(str(workdir), 1)
   checkpoint.save(manager, 0, state, {'config': config.to_dict()})
   manager.wait_until_finished()

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from configs import permutation_probe, tiny
-from gpjax import main, train
+from gpjax import main
 from gpjax.models import Classifier
 from gpjax.probes import permutation as pm
+from gpjax.tasks import classification
 from gpjax.validate import ConfigError
 
 GRID, SIZE, N, K = 2, 32, 10, 5  # 2x2 canvases of 32x32 pixels, 10 images, 5 orderings.
@@ -244,7 +245,7 @@ def test_command_line_reports_bad_config_in_one_line(tmp_path):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-  """A tiny PermuteNet trained for 2 steps; its test accuracy is train.evaluate's."""
+  """A tiny PermuteNet trained for 2 steps; its test accuracy is the classification task's."""
   workdir = tmp_path_factory.mktemp('trained')
   config = tiny.get_config()
   with config.unlocked():
@@ -256,7 +257,7 @@ def trained(tmp_path_factory):
     config.train.log_every = 1
     config.train.eval_every = 2
     config.eval.batch_size = 500
-  train.train_and_evaluate(config, str(workdir))
+  classification.train_and_evaluate(config, str(workdir))
   return workdir
 
 

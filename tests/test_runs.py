@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import permutation_probe, tiny
-from gpjax import checkpoint, runs, train
+from gpjax import checkpoint, runs
+from gpjax.tasks import classification
 
 
 @pytest.fixture(scope='module')
@@ -27,7 +28,7 @@ def trained(tmp_path_factory):
     config.train.log_every = 1
     config.train.eval_every = 2
     config.eval.batch_size = 500
-  train.train_and_evaluate(config, str(workdir))
+  classification.train_and_evaluate(config, str(workdir))
   return str(workdir)
 
 

@@ -1,137 +1,71 @@
-"""Segmentation data: the built-in street scenes (offline, deterministic, with a left/right
-layout prior), shrink-and-pad, batches, Cityscapes label ids, the VOC builder, clear errors."""
-
-import os
-import socket
-import sys
+"""Tests for gpjax.tasks.segmentation: what the task gives the core (shapes, evaluation
+batches, the mIoU summary, the results entries) and its config check."""
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
-from PIL import Image
 
-from gpjax.data import segmentation, street
+from configs import segmentation as seg_config
+from gpjax import validate
+from gpjax.data.segmentation import SegInfo
+from gpjax.tasks import segmentation
 
-
-def _no_network(*args, **kwargs):
-  raise OSError('network access during a test')
-
-
-@pytest.fixture(scope='session')
-def street_dir(tmp_path_factory):
-  """gpjax_street/small built once with every socket call failing (shared with test_attack)."""
-  path = tmp_path_factory.getbasetemp() / 'street_tfds'
-  with pytest.MonkeyPatch.context() as patch:
-    for module, name in ((socket.socket, 'connect'), (socket, 'create_connection'),
-                         (socket, 'getaddrinfo')):
-      patch.setattr(module, name, _no_network)
-    segmentation.load_segmentation('gpjax_street', 'train', data_dir=str(path))
-  return str(path)
+INFO = SegInfo(name='s', num_classes=3, class_names=('a', 'b', 'c'), image_shape=(8, 10, 3),
+               num_train=10, num_eval=5, eval_split='test')
 
 
-def test_builtin_set_is_built_offline_and_reads_back(street_dir):
-  assert 'tensorflow' not in sys.modules
-  source, info = segmentation.load_segmentation('gpjax_street', 'eval', data_dir=street_dir)
-  assert (info.num_classes, info.image_shape, info.num_train, info.num_eval, info.eval_split) == (
-      8, (64, 128, 3), 1500, 300, 'test')
-  assert len(source) == 300
-  for i in (0, 123):
-    image, label = source.example(i)
-    want_image, want_label = street.scene('test', i, 64, 128)
-    np.testing.assert_array_equal(image, want_image)
-    np.testing.assert_array_equal(label, want_label)
+class _Masks:
+  def __len__(self):
+    return 5
+
+  def read(self, indices):
+    idx = np.asarray(indices).reshape(-1)
+    return {'image': np.stack([np.full((8, 10, 3), i, np.uint8) for i in idx]),
+            'label': np.stack([np.full((8, 10), i % 3, np.uint8) for i in idx])}
 
 
-def test_scenes_have_a_left_right_layout_prior():
-  labels = np.stack([street.scene('train', i, 64, 128)[1] for i in range(40)])
-  assert set(np.unique(labels)) <= set(range(len(street.CLASS_NAMES))) | {255}
-  assert (labels == 255).any()  # Object boundaries are left unlabelled.
-  left = labels[:, :, :64]
-
-  def share(cls):
-    return (left == cls).sum() / max((labels == cls).sum(), 1)
-
-  assert share(street.BUILDING) > 0.9 and share(street.VEHICLE) > 0.6
-  assert share(street.SIDEWALK) < 0.05 and share(street.VEGETATION) < 0.2
-  assert share(street.PERSON) < 0.1 and share(street.SIGN) < 0.1
-  assert (labels[:, 0] == street.SKY).mean() > 0.4 and (labels[:, -1] == street.SKY).sum() == 0
-  # Train and test differ; an example does not depend on what was generated before it.
-  a = street.scene('train', 5, 64, 128)[0]
-  assert not np.array_equal(a, street.scene('test', 5, 64, 128)[0])
-  np.testing.assert_array_equal(a, street.scene('train', 5, 64, 128)[0])
+def test_input_shape_is_the_crop_or_the_examples():
+  config = seg_config.get_config('tiny')
+  assert segmentation.input_shape(config, INFO) == (8, 10, 3)
+  config.data.crop_height, config.data.crop_width = 4, 6
+  assert segmentation.input_shape(config, INFO) == (4, 6, 3)
+  assert segmentation.num_classes(config, INFO) == 3
+  assert (segmentation.METRIC, segmentation.description(config)) == ('test_miou', 'segment')
 
 
-def test_fit_shrinks_keeping_aspect_and_pads_with_ignore():
-  rng = np.random.default_rng(0)
-  image = rng.integers(0, 256, (40, 100, 3), dtype=np.uint8)
-  label = rng.integers(0, 5, (40, 100)).astype(np.uint8)
-  out_image, out_label = segmentation.fit(image, label, (32, 64))
-  assert out_image.shape == (32, 64, 3) and out_label.shape == (32, 64)
-  # 100 -> 64 wide (scale 0.64), 40 -> 26 high, then 6 rows of padding.
-  assert (out_label[26:] == 255).all() and (out_image[26:] == 0).all()
-  assert set(np.unique(out_label[:26])) <= set(range(5))  # Nearest: no blended labels.
-  small_image, small_label = segmentation.fit(image[:20, :30], label[:20, :30], (32, 64))
-  np.testing.assert_array_equal(small_image[:20, :30], image[:20, :30])  # Never enlarged.
-  assert (small_label[20:] == 255).all() and (small_label[:, 30:] == 255).all()
-  same = segmentation.fit(image, label, (40, 100))
-  assert same[0] is image and same[1] is label
+def test_eval_batches_stop_at_num_examples_and_pad_with_ignore():
+  config = seg_config.get_config('tiny')
+  config.eval.batch_size, config.eval.num_examples = 2, 3
+  batches = list(segmentation.eval_batches(_Masks(), config))
+  assert [b['index'].tolist() for b in batches] == [[0, 1], [2, 3]]
+  assert [b['mask'].tolist() for b in batches] == [[True, True], [True, False]]
+  assert (batches[1]['label'][1] == 255).all() and (batches[1]['image'][1] == 0).all()
+  np.testing.assert_array_equal(batches[1]['label'][0], np.full((8, 10), 2))
+  config.eval.num_examples = 0
+  assert sum(int(b['mask'].sum()) for b in segmentation.eval_batches(_Masks(), config)) == 5
 
 
-def test_batches(street_dir):
-  source, _ = segmentation.load_segmentation('gpjax_street', 'train', data_dir=street_dir,
-                                             image_size=(32, 64))
-  a = segmentation.train_batch(source, 3, global_batch_size=4, seed=0)
-  b = segmentation.train_batch(source, 3, global_batch_size=4, seed=0, process_index=1,
-                               process_count=2)
-  assert a['image'].shape == (4, 32, 64, 3) and a['label'].shape == (4, 32, 64)
-  np.testing.assert_array_equal(b['label'], a['label'][2:])
-  batches = list(segmentation.eval_batches(source, 4, num_examples=10))
-  assert [int(x['mask'].sum()) for x in batches] == [4, 4, 2]
-  assert (batches[-1]['label'][2:] == 255).all()
-  np.testing.assert_array_equal(batches[1]['label'][0], source.example(4)[1])
+def test_summary_and_results():
+  conf = np.array([[4, 1, 0], [0, 3, 1], [0, 0, 0]])
+  out = segmentation.summarize(conf, INFO)
+  assert out['test_pixel_accuracy'] == pytest.approx(7 / 9)
+  assert out['iou_per_class']['a'] == pytest.approx(4 / 5)
+  assert out['iou_per_class']['b'] == pytest.approx(3 / 5)
+  assert out['confusion'] == conf.tolist()
+  final = {**out, 'step': 6}
+  best = {'test_miou': 0.9, 'step': 3}
+  got = segmentation.results(seg_config.get_config('tiny'), final, best, INFO)
+  assert got == {'class_names': ['a', 'b', 'c'], 'steps': 6, 'test_miou': out['test_miou'],
+                 'test_pixel_accuracy': 7 / 9, 'iou_per_class': out['iou_per_class'],
+                 'best_test_miou': 0.9, 'best_step': 3}
 
 
-def test_cityscapes_label_ids_become_train_ids():
-  with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
-    source, info = segmentation.load_segmentation('cityscapes', 'eval', image_size=(32, 64))
-    raw = source._source[0]['segmentation_label'][..., 0]
-    _, label = source.example(0)
-  assert info.num_classes == 19 and info.eval_split == 'validation'
-  lut = {7: 0, 8: 1, 26: 13, 33: 18, 0: 255, 6: 255, 34: 255, 255: 255}
-  small = np.asarray(Image.fromarray(raw).resize((64, 32), Image.Resampling.NEAREST))
-  for raw_id, train_id in lut.items():
-    assert (label[small == raw_id] == train_id).all()
-
-
-def test_missing_sets_say_how_to_prepare(tmp_path):
-  with pytest.raises(segmentation.DatasetNotPreparedError, match='tfds build cityscapes'):
-    segmentation.load_segmentation('cityscapes', 'eval', data_dir=str(tmp_path))
-  with pytest.raises(segmentation.DatasetNotPreparedError,
-                     match=f'extract VOCtrainval_11-May-2012.tar into {tmp_path}'):
-    segmentation.load_segmentation('voc/2012', 'eval', data_dir=str(tmp_path))
-
-
-def test_voc_built_from_the_official_files(tmp_path):
-  """A two-image VOCdevkit: masks are palette PNGs; labels come back as the palette indices."""
-  root = tmp_path / 'downloads' / 'manual' / 'VOCdevkit' / 'VOC2012'
-  for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
-    os.makedirs(root / sub)
-  rng = np.random.default_rng(0)
-  masks = {}
-  for name, (h, w) in (('a', (30, 40)), ('b', (50, 20))):
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-        root / 'JPEGImages' / f'{name}.jpg')
-    mask = rng.choice(np.array([0, 3, 15, 20, 255], np.uint8), (h, w))
-    png = Image.fromarray(mask, mode='P')
-    png.putpalette(list(rng.integers(0, 256, 768, dtype=np.uint8)))
-    png.save(root / 'SegmentationClass' / f'{name}.png')
-    masks[name] = mask
-  (root / 'ImageSets/Segmentation/train.txt').write_text('a\n')
-  (root / 'ImageSets/Segmentation/val.txt').write_text('b\na\n')
-  source, info = segmentation.load_segmentation('voc/2012', 'eval', data_dir=str(tmp_path),
-                                                image_size=(48, 48))
-  assert info.num_classes == 21 and len(source) == 2
-  _, label = source.example(0)  # 'b' (50x20) shrunk to 48x19, padded.
-  assert label.shape == (48, 48) and (label[:, 19:] == 255).all()
-  _, label = source.example(1)  # 'a' (30x40) fits: kept exactly.
-  np.testing.assert_array_equal(label[:30, :40], masks['a'])
+def test_validate_config_names_the_field():
+  config = seg_config.get_config('tiny')
+  segmentation.validate_config(config)
+  config.data.crop_height = 4
+  with pytest.raises(validate.ConfigError, match='crop_height and crop_width'):
+    segmentation.validate_config(config)
+  config = seg_config.get_config('tiny')
+  config.train.schedule = 'cosine'
+  with pytest.raises(validate.ConfigError, match='train.schedule'):
+    segmentation.validate_config(config)

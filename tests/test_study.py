@@ -124,7 +124,7 @@ def test_location_study_probes_only_unpermuted_runs(monkeypatch, tmp_path):
     return {'accuracy_identity': 0.5, 'summary': {'mean': 0.1 * probe.probe.layer},
             'chance': 1 / 9}
 
-  monkeypatch.setattr(study.train, 'train_and_evaluate', fake_train([]))
+  monkeypatch.setattr(study.classification, 'train_and_evaluate', fake_train([]))
   monkeypatch.setattr(permutation, 'run', fake_probe)
   summary = study.run_study(config, str(tmp_path))
   assert probed == [('location_linear_zero_g3_s0', 4), ('location_linear_zero_g3_s0', 5),
@@ -151,7 +151,7 @@ def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
     writers.write_json(os.path.join(out_dir, 'results.json'), result)
     return result
 
-  monkeypatch.setattr(augshift_study.train, 'train_and_evaluate', fake_train([]))
+  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', fake_train([]))
   monkeypatch.setattr(invariance, 'run', fake_measure)
   summary = augshift_study.run_study(config, str(tmp_path))
   assert summary['sweep_field'] == 'augshift.weight' and len(summary['evaluations']) == 4
@@ -161,7 +161,7 @@ def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
   for name in ('accuracy.png', 'metrics.png', 'accuracy_vs_shift.png', 'table.md'):
     assert os.path.getsize(tmp_path / name) > 0, name
   monkeypatch.setattr(invariance, 'run', None)  # Cached: neither measured nor trained again.
-  monkeypatch.setattr(augshift_study.train, 'train_and_evaluate', None)
+  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', None)
   assert augshift_study.run_study(config, str(tmp_path)) == summary
   config.evaluator.invariance.num_pairs = 0
   with pytest.raises(ConfigError, match='evaluator.invariance.num_pairs'):

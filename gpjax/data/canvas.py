@@ -31,11 +31,6 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) ->
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
-def random_cells(rng: jax.Array, batch: int, grid: int) -> jax.Array:
-  """Cells drawn uniformly from the g*g grid, (batch,) int32."""
-  return jax.random.randint(rng, (batch,), 0, check_grid(grid) ** 2, dtype=jnp.int32)
-
-
 def make_canvas(images: jax.Array, cells: jax.Array, *, grid: int, mean: Sequence[float],
                 std: Sequence[float], background: str = 'zero',
                 rng: jax.Array | None = None) -> jax.Array:
@@ -85,14 +80,6 @@ def offset_range(grid: int, h: int, w: int) -> tuple[int, int]:
   return (check_grid(grid) - 1) * h, (grid - 1) * w
 
 
-def offset_cells(offsets: jax.Array, grid: int, h: int, w: int) -> jax.Array:
-  """The cell (row-major) holding the centre of a source pasted at each offset (N, 2): (N,)."""
-  offsets = jnp.asarray(offsets).astype(jnp.int32)
-  row = jnp.minimum((offsets[..., 0] + h // 2) // h, grid - 1)
-  col = jnp.minimum((offsets[..., 1] + w // 2) // w, grid - 1)
-  return row * grid + col
-
-
 def make_canvas_at(images: jax.Array, offsets: jax.Array, *, grid: int, mean: Sequence[float],
                    std: Sequence[float], background: str = 'zero',
                    rng: jax.Array | None = None) -> jax.Array:
@@ -129,12 +116,6 @@ def make_canvas_at(images: jax.Array, offsets: jax.Array, *, grid: int, mean: Se
     return jax.lax.dynamic_update_slice(canvas, image, (offset[0], offset[1], 0))
 
   return jax.vmap(paste)(canvas, normalize(images, mean, std), offsets)
-
-
-def random_flip(rng: jax.Array, images: jax.Array) -> jax.Array:
-  """Flips each image (N, h, w, C) horizontally with probability 1/2."""
-  flip = jax.random.bernoulli(rng, 0.5, (images.shape[0], 1, 1, 1))
-  return jnp.where(flip, images[:, :, ::-1], images)
 
 
 def canvas_batch(keys: jax.Array, images: jax.Array, *, grid: int, mean: Sequence[float],

@@ -16,7 +16,7 @@ Every example becomes ``image`` uint8 (h, w, 3) and ``label`` uint8 (h, w). With
 ``image_size=(h, w)`` a different-sized example is shrunk (never enlarged) to
 fit, keeping its aspect ratio (bilinear for images, nearest for labels), and
 padded at the bottom/right (image black, label 255), as VainF's pad-if-needed.
-Batches are pure functions of (seed, step), like `input_pipeline`.
+Batches: `gpjax.data.batching` (``pad_label=IGNORE_LABEL`` for evaluation).
 """
 
 from __future__ import annotations
@@ -270,52 +270,3 @@ def _count(splits: Any, split: str, builder: Any) -> int:
     return splits[split].num_examples
   except KeyError:  # tfds.testing.mock_data fakes the records but not the split metadata.
     return len(builder.as_data_source(split=split))
-
-
-def _local(global_batch_size: int, process_index: int, process_count: int) -> slice:
-  if global_batch_size % process_count:
-    raise ValueError(f'Batch size {global_batch_size} is not divisible by the process count '
-                     f'{process_count}.')
-  local = global_batch_size // process_count
-  return slice(process_index * local, (process_index + 1) * local)
-
-
-def train_batch(source: SegSource, step: int, *, global_batch_size: int, seed: int,
-                process_index: int = 0, process_count: int = 1) -> Batch:
-  """This process's share of the training batch at ``step`` (order as
-  `input_pipeline.batch_indices`).
-
-  Returns:
-    ``{'image': uint8 (B_local, h, w, 3), 'label': uint8 (B_local, h, w),
-    'index': int32 (B_local,)}``, index = the row's position in the global batch.
-  """
-  local = _local(global_batch_size, process_index, process_count)
-  indices = input_pipeline.batch_indices(step, num_examples=len(source),
-                                         global_batch_size=global_batch_size, seed=seed)
-  batch = source.read(indices[local])
-  batch['index'] = np.arange(local.start, local.stop, dtype=np.int32)
-  return batch
-
-
-def eval_batches(source: SegSource, batch_size: int, *, num_examples: int = 0,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
-  """The first ``num_examples`` (0 = all) examples in order, padded to whole batches.
-
-  Yields:
-    ``{'image', 'label'}`` as `train_batch`, ``'mask'`` bool (B_local,) False on
-    padding rows (zero image, all-255 label) and ``'index'`` int32, the
-    example's position in the split.
-  """
-  local = _local(batch_size, process_index, process_count)
-  total = min(num_examples or len(source), len(source))
-  image, _ = source.example(0)
-  for start in range(0, total, batch_size):
-    positions = np.arange(start, start + batch_size)[local]
-    mask = positions < total
-    batch = {'image': np.zeros((len(positions), *image.shape), np.uint8),
-             'label': np.full((len(positions), *image.shape[:2]), IGNORE_LABEL, np.uint8),
-             'mask': mask, 'index': positions.astype(np.int32)}
-    if mask.any():
-      real = source.read(positions[mask])
-      batch['image'][mask], batch['label'][mask] = real['image'], real['label']
-    yield batch

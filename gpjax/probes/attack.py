@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import figures, metrics, parallel, runs, segment, writers
-from gpjax.data import segmentation
+from gpjax import figures, metrics, parallel, runs, writers
+from gpjax.data import batching, canvas, segmentation
 from gpjax.interop import torch_import
 from gpjax.probes import ranking as ranking_lib
 from gpjax.validate import DTYPES, ConfigError, at_least, one_of
@@ -196,16 +196,17 @@ def evaluate(config: Any, model: Any, variables: Any, data: Any,
   masks, rows = channel_masks(ranking, counts, num_channels, a.random_draws, a.seed)
   mesh = parallel.make_mesh()
   parallel.check_divisible('config.probe.batch_size', p.batch_size, jax.device_count(), 'devices')
-  prepare = lambda b: (segment.normalize(b['image'], info), b['label'].astype(jnp.int32),
+  prepare = lambda b: (canvas.normalize(b['image'], info.mean, info.std), b['label'].astype(jnp.int32),
                        jnp.broadcast_to(b['mask'][:, None, None], b['label'].shape))
   fn = make_attack(model, mesh, num_classes=info.num_classes, mask_chunk=p.mask_chunk,
                    prepare=prepare)
   replicated = parallel.replicated(mesh)
   variables = jax.device_put(variables, replicated)
   device_masks = jax.device_put(masks, replicated)
-  batches = segmentation.eval_batches(source, p.batch_size, num_examples=p.num_examples,
-                                      process_index=jax.process_index(),
-                                      process_count=jax.process_count())
+  batches = batching.eval_batches(source, p.batch_size, num_examples=p.num_examples,
+                                  pad_label=segmentation.IGNORE_LABEL,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count())
   conf = runs.accumulate(lambda b: fn(variables, parallel.to_global(mesh, b), device_masks),
                          batches)
   results = summarize(conf, rows, counts, info.class_names)

@@ -278,8 +278,8 @@ def evaluate(config: Any, source: Any, model: Classifier, variables: Variables,
   """`summarize`'s accuracies of a loaded run (`gpjax.runs.load_run`) under
   ``config.probe``'s orderings, on the run's own test canvases (those of its
   evaluations: keys from its ``eval.seed`` and each example's index)."""
-  from gpjax import runs, train
-  from gpjax.data import input_pipeline
+  from gpjax import runs
+  from gpjax.data import batching, examples, input_pipeline
   p = config.probe
   model = probe_model(model, p.layer)
   test_src, _ = input_pipeline.load_source(source.data.name, info.data.eval_split,
@@ -289,9 +289,8 @@ def evaluate(config: Any, source: Any, model: Classifier, variables: Variables,
   mesh = parallel.make_mesh()
   parallel.check_divisible('config.probe.batch_size', p.batch_size, jax.device_count(), 'devices')
 
-  def make_inputs(batch):  # The canvases of train.eval_step: keys from eval.seed and the index.
-    images, labels, cells = train.make_examples(jax.random.key(source.eval.seed), batch, source,
-                                                info.data, flip=False)
+  def make_inputs(batch):  # The canvases of the classification eval_step.
+    images, labels, cells = examples.eval_examples(batch, source, info.data)
     return images, labels, cells, batch['mask']
 
   fn = make_probe(model, layer=p.layer, num_cells=source.data.grid ** 2,
@@ -301,8 +300,8 @@ def evaluate(config: Any, source: Any, model: Classifier, variables: Variables,
   variables = jax.device_put(variables, replicated)
   device_orderings = jax.device_put(orderings, replicated)
   num_images = min(p.num_images or len(test_src), len(test_src))
-  batches = input_pipeline.eval_batches(test_src, p.batch_size, process_index=jax.process_index(),
-                                        process_count=jax.process_count())
+  batches = batching.eval_batches(test_src, p.batch_size, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
 
   def step(batch):
     batch['mask'] &= batch['index'] < num_images  # Global positions: the same on every host.

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel, runs, segment
-from gpjax.data import segmentation
+from gpjax import parallel, runs
+from gpjax.data import batching, canvas, segmentation
 
 # feature_fn(variables, images (n, H, W, 3) float32) -> maps (n, h, w, C).
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
@@ -109,10 +109,11 @@ def evaluate(config: Any, model: Any, variables: Any, data: Any) -> dict[str, An
   p = config.probe
   parallel.check_divisible('config.probe.batch_size', p.batch_size, jax.device_count(), 'devices')
   fn = make_ranker(lambda v, x: model.apply(v, x, train=False)[1]['stage4'], mesh,
-                   prepare=lambda b: segment.normalize(b['image'], info))
-  batches = segmentation.eval_batches(source, p.batch_size, num_examples=p.num_examples,
-                                      process_index=jax.process_index(),
-                                      process_count=jax.process_count())
+                   prepare=lambda b: canvas.normalize(b['image'], info.mean, info.std))
+  batches = batching.eval_batches(source, p.batch_size, num_examples=p.num_examples,
+                                  pad_label=segmentation.IGNORE_LABEL,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count())
   variables = jax.device_put(variables, parallel.replicated(mesh))
   out = rank(fn, variables, ({'image': b['image'], 'mask': b['mask']} for b in batches),
              functools.partial(parallel.to_global, mesh))

@@ -1,5 +1,5 @@
-"""End-to-end tests of the trainer, in process: a micro run that learns, what it
-leaves in its workdir, a non-finite loss, and the CIFAR-10 path under tfds mock data."""
+"""End-to-end tests of the classification task (the ``train`` job), in process: a micro run
+that learns, what it leaves in its workdir, a non-finite loss, and the CIFAR-10 path under tfds mock data."""
 
 import json
 import math
@@ -15,8 +15,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import micro
-from gpjax import checkpoint, train
-from gpjax.data import input_pipeline
+from gpjax import checkpoint, trainer
+from gpjax.data import batching, examples, input_pipeline
+from gpjax.tasks import classification
 
 
 def micro_config(data_dir, **overrides):
@@ -57,9 +58,9 @@ def eval_cell_counts(config, info, source):
   """How many test canvases put their image in each cell (recomputed from the
   same keys the trainer uses), to weight the per-location accuracies."""
   counts = np.zeros(config.data.grid ** 2, np.int64)
-  for batch in input_pipeline.eval_batches(source, config.eval.batch_size):
-    _, _, cells = train.make_examples(jax.random.key(config.eval.seed), batch, config, info,
-                                      flip=False)
+  for batch in batching.eval_batches(source, config.eval.batch_size):
+    _, _, cells = examples.make_examples(jax.random.key(config.eval.seed), batch, config, info,
+                                         flip=False)
     counts += np.bincount(np.asarray(cells)[batch['mask']], minlength=len(counts))
   return counts
 
@@ -68,7 +69,7 @@ def eval_cell_counts(config, info, source):
 def micro_run(data_dir, tmp_path_factory):
   config = micro_config(data_dir)
   workdir = str(tmp_path_factory.mktemp('micro'))
-  return config, workdir, train.train_and_evaluate(config, workdir)
+  return config, workdir, classification.train_and_evaluate(config, workdir)
 
 
 def test_micro_run_learns_location(micro_run, data_dir):
@@ -146,7 +147,7 @@ def test_non_finite_loss_stops_and_keeps_good_checkpoints(data_dir, tmp_path):
                         train__log_every=1, train__eval_every=30)
   workdir = str(tmp_path)
   with pytest.raises(FloatingPointError, match=r'Non-finite training loss .* at step \d+') as e:
-    train.train_and_evaluate(config, workdir)
+    classification.train_and_evaluate(config, workdir)
   bad_step = int(re.search(r'at step (\d+)', str(e.value))[1])
   assert 1 < bad_step < config.train.steps
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
@@ -173,7 +174,7 @@ def test_cifar10_path_under_mock_data(tmp_path):
   config.eval.batch_size = 16
   workdir = str(tmp_path / 'run')
   with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = train.train_and_evaluate(config, workdir)
+    results = classification.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, 'results.json')) as f:
     on_disk = json.load(f)
   assert on_disk['dataset'] == 'cifar10' and on_disk['steps'] == 2
@@ -193,23 +194,23 @@ def test_non_finite_update_is_not_checkpointed(data_dir, tmp_path, monkeypatch):
   the update makes the parameters NaN (e.g. overflowing gradients). Such a state
   must not be saved as the newest checkpoint: a rerun would resume from it."""
   poisoned_step = 4  # optax counts from 0: the 4th update is NaN.
-  make_optimizer = train.create_optimizer
+  make_optimizer = trainer.create_optimizer
 
-  def poisoned_optimizer(t):
+  def poisoned_optimizer(t, total_steps):
     def update(updates, state, params=None):
       scale = jnp.where(state.count == poisoned_step - 1, jnp.nan, 1.0)
       return jax.tree.map(lambda u: u * scale, updates), optax.ScaleByScheduleState(
           count=state.count + 1)
     poison = optax.GradientTransformation(
         lambda params: optax.ScaleByScheduleState(count=jnp.zeros((), jnp.int32)), update)
-    return optax.chain(make_optimizer(t), poison)
+    return optax.chain(make_optimizer(t, total_steps), poison)
 
-  monkeypatch.setattr(train, 'create_optimizer', poisoned_optimizer)
+  monkeypatch.setattr(trainer, 'create_optimizer', poisoned_optimizer)
   config = micro_config(data_dir, train__checkpoint_every=1, train__log_every=1,
                         train__eval_every=30, train__steps=8)
   workdir = str(tmp_path)
   with pytest.raises(FloatingPointError, match=rf'step {poisoned_step}\b'):
-    train.train_and_evaluate(config, workdir)
+    classification.train_and_evaluate(config, workdir)
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
   assert steps == list(range(1, poisoned_step))
   state = checkpoint.restore_raw(workdir)

@@ -1,0 +1,206 @@
+"""Classification on canvases (jobs ``train``): the location task (label = the cell) and the
+semantic one (label = the class), with PermuteNet orderings and AugShift's shifted pairs.
+
+What the core (`gpjax.trainer`) runs: the model, the data, the per-device train
+and eval steps, the evaluation summary (test loss, accuracy, per-location
+accuracy) and the per-location heatmap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax import lax
+
+from gpjax import figures, parallel, trainer
+from gpjax.data import batching, examples, input_pipeline
+from gpjax.models import Classifier, random_ordering
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+METRIC = 'test_accuracy'  # The best checkpoint is kept by this evaluation key.
+
+
+def description(config: ml_collections.ConfigDict) -> str:
+  """The progress bar's label."""
+  return config.task
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 axis_name: str | None = parallel.DATA_AXIS) -> Classifier:
+  m = config.model
+  return Classifier(num_classes=num_classes, backbone=m.backbone, head=m.head, padding=m.padding,
+                    width=m.width, stem=m.stem, permute_layer=m.permute_layer,
+                    bn_axis_name=axis_name, dtype=jnp.dtype(m.dtype))
+
+
+def num_classes(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo) -> int:
+  return config.data.grid ** 2 if config.task == 'location' else info.num_classes
+
+
+def train_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
+               tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+               info: input_pipeline.DatasetInfo) -> tuple[trainer.TrainState, Metrics]:
+  """One optimisation step on this device's shard of the global batch."""
+  if config.augshift.enabled:  # Two shifted copies per image: a path of its own.
+    return augshift_step(state, batch, model=model, tx=tx, config=config, info=info)
+  key = jax.random.fold_in(jax.random.key(state.seed), state.step)
+  images, labels, _ = examples.make_examples(jax.random.fold_in(key, 0), batch, config, info,
+                                             flip=config.data.flip)
+  ordering = _step_ordering(key, model, config)
+
+  def loss_fn(params):
+    (logits, _), updates = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        ordering=ordering, mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    # With check_vma the gradient of replicated params is summed over the axis;
+    # averaging the loss (not the gradients) gives the global-batch gradient.
+    return lax.pmean(loss, parallel.DATA_AXIS), (logits, updates['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), parallel.DATA_AXIS)
+  return trainer.apply_gradients(state, tx, grads, batch_stats), {'loss': loss,
+                                                                  'accuracy': accuracy}
+
+
+def _step_ordering(key: jax.Array, model: Classifier,
+                   config: ml_collections.ConfigDict) -> jax.Array | None:
+  """PermuteNet: one fresh ordering per step, shared by the whole batch."""
+  if config.model.head != 'permutenet':
+    return None
+  return random_ordering(jax.random.fold_in(key, 1), model.ordering_length())
+
+
+def augshift_loss(logits_a: jax.Array, logits_b: jax.Array, latent_a: jax.Array,
+                  latent_b: jax.Array, labels: jax.Array,
+                  weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """AugShift: CE(y1) + CE(y2) + weight * MSE(z1, z2) of one device's pairs.
+
+  Args:
+    logits_a, logits_b: (B, k) logits of the two shifted copies.
+    latent_a, latent_b: (B, C) their GAP latents (``features['pooled']``).
+    labels: (B,) int classes.
+    weight: lambda.
+
+  Returns:
+    The loss and its parts: ``ce`` = CE(y1) + CE(y2), each a batch mean, and
+    ``latent_mse`` = mean over batch and channels of (z1 - z2)^2 (PyTorch's
+    ``MSELoss``). The MSE pulls both latents (no stop-gradient); the CE
+    terms keep them from collapsing.
+  """
+  def ce(logits):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  ce_sum = ce(logits_a) + ce(logits_b)
+  mse = jnp.mean(jnp.square(latent_a - latent_b))
+  return ce_sum + weight * mse, {'ce': ce_sum, 'latent_mse': mse}
+
+
+def augshift_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
+                  tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                  info: input_pipeline.DatasetInfo) -> tuple[trainer.TrainState, Metrics]:
+  """`train_step` with ``config.augshift.enabled``: both copies go through the
+  network as one batch of 2B (BatchNorm statistics over both), `augshift_loss`."""
+  key = jax.random.fold_in(jax.random.key(state.seed), state.step)
+  images_a, images_b, labels = examples.make_shifted_pairs(
+      jax.random.fold_in(key, 0), batch, config, info, flip=config.data.flip)
+  ordering = _step_ordering(key, model, config)  # Shared by both copies.
+  n = labels.shape[0]
+
+  def loss_fn(params):
+    (logits, feats), updates = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats},
+        jnp.concatenate([images_a, images_b]), train=True, ordering=ordering,
+        mutable=['batch_stats'])
+    z = feats['pooled']
+    loss, parts = augshift_loss(logits[:n], logits[n:], z[:n], z[n:], labels,
+                                config.augshift.weight)
+    return lax.pmean(loss, parallel.DATA_AXIS), (logits, parts, updates['batch_stats'])
+
+  (loss, (logits, parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  correct = jnp.argmax(logits, -1) == jnp.concatenate([labels, labels])
+  metrics = {'loss': loss, 'accuracy': jnp.mean(correct), **parts}
+  return trainer.apply_gradients(state, tx, grads, batch_stats), {
+      k: v if k == 'loss' else lax.pmean(v, parallel.DATA_AXIS) for k, v in metrics.items()}
+
+
+def eval_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
+              config: ml_collections.ConfigDict,
+              info: input_pipeline.DatasetInfo) -> dict[str, jax.Array]:
+  """Summed loss/correct/count, overall and per cell, of one evaluation batch (its test
+  canvases: `examples.eval_examples`)."""
+  images, labels, cells = examples.eval_examples(batch, config, info)
+  logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images,
+                          train=False)
+  mask = batch['mask'].astype(jnp.float32)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
+  cell_onehot = jax.nn.one_hot(cells, config.data.grid ** 2) * mask[:, None]
+  sums = {'loss': loss.sum(), 'correct': correct.sum(), 'count': mask.sum(),
+          'cell_correct': correct @ cell_onehot, 'cell_count': cell_onehot.sum(0)}
+  return lax.psum(sums, parallel.DATA_AXIS)
+
+
+def load_data(config: ml_collections.ConfigDict
+              ) -> tuple[input_pipeline.Source, input_pipeline.Source, input_pipeline.DatasetInfo]:
+  """(train split, evaluation split, info) of ``config.data``."""
+  data_dir = config.data.data_dir or None
+  image_size = config.data.image_size or None
+  train_src, info = input_pipeline.load_source(config.data.name, 'train', data_dir=data_dir,
+                                               image_size=image_size)
+  test_src, _ = input_pipeline.load_source(config.data.name, info.eval_split, data_dir=data_dir,
+                                           image_size=image_size)
+  return train_src, test_src, info
+
+
+def input_shape(config: ml_collections.ConfigDict,
+                info: input_pipeline.DatasetInfo) -> tuple[int, int, int]:
+  """The canvas shape (g h, g w, C)."""
+  h, w, c = info.image_shape
+  return (config.data.grid * h, config.data.grid * w, c)
+
+
+def eval_batches(source: input_pipeline.Source,
+                 config: ml_collections.ConfigDict) -> Iterator[batching.Batch]:
+  """This process's share of the whole evaluation split, padded to whole batches."""
+  return batching.eval_batches(source, config.eval.batch_size, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+
+
+def summarize(totals: dict[str, np.ndarray], info: input_pipeline.DatasetInfo) -> dict[str, Any]:
+  """Test loss, accuracy and per-location accuracy (g*g, row-major) from `eval_step` sums."""
+  return {'test_loss': float(totals['loss'] / totals['count']),
+          'test_accuracy': float(totals['correct'] / totals['count']),
+          'per_location_accuracy': (totals['cell_correct'] /
+                                    np.maximum(totals['cell_count'], 1)).tolist()}
+
+
+def results(config: ml_collections.ConfigDict, final: dict[str, Any], best: dict[str, Any],
+            info: input_pipeline.DatasetInfo) -> dict[str, Any]:
+  """This task's entries of ``results.json``."""
+  return {'test_accuracy': final['test_accuracy'], 'test_loss': final['test_loss'],
+          'per_location_accuracy': final['per_location_accuracy'], 'steps': final['step'],
+          'best_test_accuracy': best['test_accuracy'], 'best_step': best['step']}
+
+
+def write_figures(config: ml_collections.ConfigDict, workdir: str, final: dict[str, Any]) -> None:
+  """per_location_accuracy.png: the final test accuracy of each cell."""
+  m = config.model
+  figures.save_location_heatmap(
+      os.path.join(workdir, 'per_location_accuracy.png'), final['per_location_accuracy'],
+      config.data.grid, f'{config.task}: {m.backbone} {m.head}, padding={m.padding}\n'
+      f'test accuracy {100 * final["test_accuracy"]:.1f}%')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The ``train`` job: `trainer.train_and_evaluate` of this task."""
+  return trainer.train_and_evaluate(config, workdir, task=sys.modules[__name__])

@@ -1,0 +1,177 @@
+"""The training core every task shares: state, optimiser, schedule and the job that trains,
+evaluates and writes ``results.json``.
+
+A task (`gpjax.tasks.classification`, `gpjax.tasks.segmentation`) is a module
+providing only what differs: ``METRIC`` (the evaluation key the best checkpoint
+is kept by), ``description(config)``, ``load_data(config) -> (train, test,
+info)``, ``num_classes(config, info)``, ``create_model(config, num_classes)``,
+``input_shape(config, info)``, ``train_step``/``eval_step`` (per device, under
+``shard_map`` over the ``data`` axis), ``eval_batches(source, config)``,
+``summarize(totals, info)``, ``results(config, final, best, info)`` and
+``write_figures(config, workdir, final)``. Batches are pure functions of
+(seed, step) (`gpjax.data.batching`); losses and BatchNorm statistics are
+averaged over the axis, so a run computes the same numbers on 1 or N devices
+and hosts (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from types import ModuleType
+from typing import Any, Callable, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import linen as nn
+
+from gpjax import loop, parallel, writers
+from gpjax.data import batching
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  seed: jax.Array  # config.seed as data: one compiled step serves every seed.
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_train_state(seed: int | jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+                       input_shape: tuple[int, ...]) -> TrainState:
+  """Initialises parameters (float32, from ``key(seed)``) for inputs of shape (H, W, C)."""
+  seed = jnp.asarray(seed, jnp.int32)
+  variables = model.init(jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32),
+                         train=False)
+  return TrainState(step=jnp.zeros((), jnp.int32), seed=seed, params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
+
+
+def init_state(seed: int, model: nn.Module, tx: optax.GradientTransformation,
+               input_shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> TrainState:
+  """`create_train_state` in one jitted call, replicated over ``mesh``. On CPU the init
+  program is compiled without backend optimisation: it runs once, and XLA:CPU otherwise
+  spends seconds optimising the random initialisers (7.9 s vs 1.4 s for a ResNet-18)."""
+  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
+  init = jax.jit(functools.partial(create_train_state, model=model.clone(bn_axis_name=None),
+                                   tx=tx, input_shape=input_shape),
+                 out_shardings=parallel.replicated(mesh), compiler_options=options)
+  return init(jnp.asarray(seed, jnp.int32))
+
+
+def apply_gradients(state: TrainState, tx: optax.GradientTransformation, grads: Any,
+                    batch_stats: Any) -> TrainState:
+  """The optimiser update and the new BatchNorm statistics: the next state."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state)
+
+
+def _transform(t: ml_collections.ConfigDict, lr: float | Callable[[Any], Any], *,
+               adam_decay: bool) -> optax.GradientTransformation:
+  if t.optimizer == 'adam' and not adam_decay:
+    return optax.adam(lr, b1=t.b1, b2=t.b2)
+  if t.optimizer in ('adam', 'adamw'):
+    return optax.adamw(lr, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay)
+  return optax.chain(optax.add_decayed_weights(t.weight_decay),
+                     optax.sgd(lr, momentum=t.momentum))
+
+
+def create_optimizer(t: ml_collections.ConfigDict,
+                     total_steps: int) -> optax.GradientTransformation:
+  """Adam, AdamW or SGD with momentum and weight decay, from a config's ``train`` fields.
+
+  A config without ``schedule`` (classification) gets one constant rate for all
+  parameters. A config with ``schedule`` and ``backbone_lr_scale`` (segmentation, the
+  official DeepLab recipe) gets the rate as a schedule ('poly': rate x (1 - step /
+  total)^poly_power; 'constant'), the backbone's ``backbone_lr_scale`` times the head's,
+  and decoupled weight decay under 'adam' (AdamW, as the official code).
+  """
+  if 'schedule' not in t:
+    return _transform(t, t.learning_rate, adam_decay=False)
+  if t.schedule == 'poly':
+    rate = optax.polynomial_schedule(t.learning_rate, 0.0, power=t.poly_power,
+                                     transition_steps=total_steps)
+  else:
+    rate = optax.constant_schedule(t.learning_rate)
+
+  def make(scale: float) -> optax.GradientTransformation:
+    return _transform(t, lambda step: scale * rate(step), adam_decay=True)
+
+  return optax.multi_transform(
+      {'backbone': make(t.backbone_lr_scale), 'head': make(1.0)},
+      lambda params: {k: 'backbone' if k == 'backbone' else 'head' for k in params})
+
+
+def schedule(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int, int]:
+  """(total steps, steps between evaluations, steps between checkpoints)."""
+  t = config.train
+  steps_per_epoch = max(1, num_train // t.batch_size)
+  total = t.steps if t.steps > 0 else max(1, math.ceil(t.epochs * num_train / t.batch_size))
+  eval_every = t.eval_every or steps_per_epoch
+  return total, eval_every, t.checkpoint_every or eval_every
+
+
+def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[str, Any]],
+             mesh: jax.sharding.Mesh) -> Any:
+  """The sums of `p_eval_step` (any pytree) over every evaluation batch, on the host."""
+  totals = None
+  for batch in batches:
+    sums = p_eval_step(state, parallel.to_global(mesh, batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return jax.device_get(totals)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       task: ModuleType) -> dict[str, Any]:
+  """Trains ``task`` in ``workdir`` (resuming from its newest checkpoint), evaluates it,
+  and returns the contents of ``results.json`` (or ``{'preempted_at_step': s}``)."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh, t = parallel.make_mesh(), config.train
+  for field, size in (('train.batch_size', t.batch_size),
+                      ('eval.batch_size', config.eval.batch_size)):
+    parallel.check_divisible(f'config.{field}', size, jax.device_count(), 'devices')
+  train_src, test_src, info = task.load_data(config)
+  total, eval_every, ckpt_every = schedule(config, info.num_train)
+  model = task.create_model(config, task.num_classes(config, info))
+  tx = create_optimizer(t, total)
+  state = init_state(config.seed, model, tx, task.input_shape(config, info), mesh)
+  p_train_step = parallel.shard_step(
+      functools.partial(task.train_step, model=model, tx=tx, config=config, info=info), mesh,
+      outputs=2, donate=True)
+  p_eval_step = parallel.shard_step(
+      functools.partial(task.eval_step, model=model, config=config, info=info), mesh)
+
+  def batches(start: int, num_steps: int):
+    return batching.prefetch(
+        functools.partial(batching.host_batch, train_src, global_batch_size=t.batch_size,
+                          seed=config.seed, process_index=jax.process_index(),
+                          process_count=jax.process_count()), start, num_steps)
+
+  def run_eval(state: TrainState) -> dict[str, Any]:
+    totals = evaluate(p_eval_step, state, task.eval_batches(test_src, config), mesh)
+    return task.summarize(totals, info)
+
+  # The checkpoint manager keeps the best by ``task.METRIC``.
+  out = loop.run(
+      workdir, state,
+      schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every, t.keep_checkpoints,
+                             t.batch_size),
+      config=config.to_dict(),
+      step_fn=lambda state, batch: p_train_step(state, parallel.to_global(mesh, batch)),
+      batches=batches, evaluate=run_eval, metric=task.METRIC, desc=task.description(config))
+  if out.preempted_at_step is not None:
+    return {'preempted_at_step': out.preempted_at_step}
+  results = {'config': config.to_dict(), 'dataset': info.name,
+             'num_classes': task.num_classes(config, info),
+             **task.results(config, out.last_eval, out.best, info),
+             'num_devices': jax.device_count(), 'num_processes': jax.process_count(),
+             'device_kind': jax.devices()[0].device_kind, 'jax_version': jax.__version__}
+  if jax.process_index() == 0:
+    writers.write_json(os.path.join(workdir, 'results.json'), results)
+    task.write_figures(config, workdir, out.last_eval)
+  return results
