@@ -6,6 +6,9 @@ GAPNet (3x3 conv -> GAP, no Dense) by default; PermuteNet with
 ``--config.model.head=permutenet``.
 
   python -m gpjax.main --config=configs/location.py --workdir=runs/location
+  # An official checkpoint (trainval_gapnet.py's) on these test canvases:
+  python -m gpjax.main --config=configs/location.py:imported --workdir=runs/official \
+      --config.source.torch_checkpoint=resnet18_location_GAP_zero_gridsize_3.pth
 
 Expected with zero padding: test accuracy near 100% (the official result file
 reports 100.0% for ResNet-18 GAPNet on CIFAR-10, g=3). With
@@ -14,10 +17,15 @@ reports 100.0% for ResNet-18 GAPNet on CIFAR-10, g=3). With
 
 import ml_collections
 
+VARIANTS = ('train', 'imported')
 
-def get_config() -> ml_collections.ConfigDict:
+
+def get_config(variant: str = 'train') -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f'variant {variant!r} is not one of {VARIANTS}.')
   config = ml_collections.ConfigDict()
-  config.job = 'train'  # What gpjax.main runs with this config (see gpjax.main.JOBS).
+  # What gpjax.main runs with this config (see gpjax.main.JOBS).
+  config.job = 'evaluate_torch' if variant == 'imported' else 'train'
   config.seed = 0  # Drives init, canvases, flips and orderings: same seed, same numbers.
   config.task = 'location'  # 'location' (label = cell, row-major) or 'semantic' (label = class).
 
@@ -37,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.width = 64  # Channels of the first stage; stages use 1x, 2x, 4x, 8x.
   config.model.stem = 'official'  # 'official' (7x7/2, no max-pool) or 'imagenet' (+max-pool).
   config.model.dtype = 'float32'  # Compute dtype: float32 or bfloat16 (params stay float32).
+  config.model.init = 'flax'  # 'flax' (He/LeCun normal) or 'pytorch' (1.x defaults, as official).
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20.0  # Passes over the train split (official: 20).
@@ -62,6 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.augshift.weight = 0.0  # lambda on MSE(z1, z2), z = GAP latent; 0 = two-copy baseline.
   config.augshift.placement = 'pixel'  # Copies at random pixel offsets ('pixel') or cells ('cell').
   config.augshift.max_shift = 0  # 'pixel': max per-axis distance of copy 2 from copy 1; 0 = any.
+
+  if variant == 'imported':
+    config.source = ml_collections.ConfigDict()
+    # An official GAPNet/PermuteNet .pth ({'net': state_dict}); model.padding must be its own.
+    config.source.torch_checkpoint = ''
 
   config.lock()
   return config

@@ -115,7 +115,8 @@ def _add_probe(subparsers) -> None:
 
 
 def bench_probe(args: argparse.Namespace) -> dict[str, Any]:
-  """Times the probe and the official loop on the same model, canvases and orderings."""
+  """Times the probe and the official loop on the same model, canvases and orderings (one
+  function: both timings must share every input built here)."""
   if args.orderings < 1 or args.images < 1 or args.official_orderings < 1:
     raise SystemExit('--orderings, --images and --official-orderings must be >= 1.')
   chunk = args.ordering_chunk or (args.orderings if args.layer == 5 else 8)

@@ -76,7 +76,8 @@ def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
         step_fn: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]],
         batches: Callable[[int, int], Iterator[Any]],
         evaluate: Callable[[Any], dict[str, Any]], metric: str, desc: str) -> Outcome:
-  """Trains ``state`` to ``schedule.total`` steps.
+  """Trains ``state`` to ``schedule.total`` steps. One function, so that what happens at a
+  step (preemption check, step, log, evaluation, checkpoint) reads in its order, top to bottom.
 
   Args:
     workdir: where checkpoints/, metrics.jsonl, TensorBoard events and

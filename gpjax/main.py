@@ -20,11 +20,12 @@ from gpjax import augshift_study, reproduce, segment_study, study
 from gpjax.data.input_pipeline import DatasetNotPreparedError
 from gpjax.probes import attack, invariance, permutation
 from gpjax.tasks import classification, segmentation
-from gpjax.validate import ConfigError, validate
+from gpjax.validate import ConfigError, validate, validate_imported
 
 # What a config's `job` field runs, and the check run on its config before any work starts.
 JOBS = {
     'train': (classification.train_and_evaluate, validate),
+    'evaluate_torch': (classification.evaluate_torch, validate_imported),
     'permutation_probe': (permutation.run, permutation.validate_config),
     'study': (study.run_study, study.validate_study),
     'invariance': (invariance.run, invariance.validate_config),

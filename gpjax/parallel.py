@@ -1,6 +1,10 @@
-"""The device mesh and moving host batches onto it (single or multi-host)."""
+"""The device mesh, moving host batches onto it (single or multi-host), and summing a
+step's results over batches."""
+
+from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -41,3 +45,13 @@ def check_divisible(field: str, size: int, divisor: int, what: str) -> None:
   if size % divisor:
     from gpjax.validate import ConfigError
     raise ConfigError(f'{field}={size} must be divisible by the number of {what} ({divisor}).')
+
+
+def accumulate(step: Callable[[Any], Any], batches: Iterable[Any]) -> Any:
+  """The sum over ``batches`` of ``step(batch)`` (a tree of arrays), fetched to the host;
+  None when there are no batches."""
+  totals = None
+  for batch in batches:
+    sums = step(batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return None if totals is None else jax.device_get(totals)

@@ -9,7 +9,7 @@ evaluation over batches.
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -126,12 +126,3 @@ def provenance(config: ml_collections.ConfigDict, source: ml_collections.ConfigD
               'num_devices': jax.device_count(), 'jax_version': jax.__version__})
   return out
 
-
-def accumulate(step: Callable[[Any], Any], batches: Iterable[Any]) -> Any:
-  """The sum over ``batches`` of ``step(batch)`` (a tree of arrays), fetched to the host;
-  None when there are no batches."""
-  totals = None
-  for batch in batches:
-    sums = step(batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return None if totals is None else jax.device_get(totals)

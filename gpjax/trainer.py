@@ -119,11 +119,8 @@ def schedule(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, in
 def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[str, Any]],
              mesh: jax.sharding.Mesh) -> Any:
   """The sums of `p_eval_step` (any pytree) over every evaluation batch, on the host."""
-  totals = None
-  for batch in batches:
-    sums = p_eval_step(state, parallel.to_global(mesh, batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return jax.device_get(totals)
+  return parallel.accumulate(lambda batch: p_eval_step(state, parallel.to_global(mesh, batch)),
+                             batches)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

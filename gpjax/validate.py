@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 from gpjax.data.canvas import BACKGROUNDS, PLACEMENTS
 from gpjax.models.classifier import BACKBONES, HEADS, PERMUTE_LAYERS
+from gpjax.models.init import INITS
 from gpjax.models.padding import PADDINGS
 from gpjax.models.resnet import STEMS
 
@@ -64,6 +66,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   one_of('model.permute_layer', m.permute_layer, PERMUTE_LAYERS)
   at_least('model.width', m.width, 1)
   one_of('model.stem', m.stem, STEMS)
+  one_of('model.init', m.init, INITS)
   one_of('model.dtype', m.dtype, DTYPES)
   steps_or_epochs(t)
   at_least('train.batch_size', t.batch_size, 1)
@@ -79,6 +82,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   at_least('eval.batch_size', config.eval.batch_size, 1)
   at_least('eval.seed', config.eval.seed, 0)
   validate_augshift(config)
+
+
+def validate_imported(config: ml_collections.ConfigDict) -> None:
+  """The ``evaluate_torch`` job: a classification config plus an existing PyTorch file."""
+  from gpjax.interop import torch_import  # It imports this module's ConfigError.
+  validate(config)
+  path = config.source.torch_checkpoint
+  if not path or not os.path.isfile(path):
+    raise ConfigError(f'config.source.torch_checkpoint={path!r} is not a file: give an official '
+                      'GAPNet/PermuteNet checkpoint (.pth).')
+  torch_import.check_checkpoint_file('source.torch_checkpoint', path)
 
 
 def validate_augshift(config: ml_collections.ConfigDict) -> None:

@@ -131,3 +131,23 @@ def env(tmp_path_factory):
               JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'e2e_jax_cache'),
               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+
+def train_tiny(tmp_path_factory, head: str) -> str:
+  """A tiny location run of ``head`` trained for 2 steps (checkpoint and evaluation at step 2),
+  for the tests that load a trained run; returns its workdir."""
+  from configs import tiny
+  from gpjax.tasks import classification
+  workdir = tmp_path_factory.mktemp('trained')
+  config = tiny.get_config()
+  with config.unlocked():
+    config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
+    config.model.head = head
+    config.model.width = 4
+    config.train.steps = 2
+    config.train.batch_size = 8
+    config.train.log_every = 1
+    config.train.eval_every = 2
+    config.eval.batch_size = 500
+  classification.train_and_evaluate(config, str(workdir))
+  return str(workdir)

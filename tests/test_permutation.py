@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 
 from configs import permutation_probe, tiny
+from conftest import train_tiny
 from gpjax import main
 from gpjax.models import Classifier
 from gpjax.probes import permutation as pm
-from gpjax.tasks import classification
 from gpjax.validate import ConfigError
 
 GRID, SIZE, N, K = 2, 32, 10, 5  # 2x2 canvases of 32x32 pixels, 10 images, 5 orderings.
@@ -246,19 +247,7 @@ def test_command_line_reports_bad_config_in_one_line(tmp_path):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A tiny PermuteNet trained for 2 steps; its test accuracy is the classification task's."""
-  workdir = tmp_path_factory.mktemp('trained')
-  config = tiny.get_config()
-  with config.unlocked():
-    config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
-    config.model.head = 'permutenet'
-    config.model.width = 4
-    config.train.steps = 2
-    config.train.batch_size = 8
-    config.train.log_every = 1
-    config.train.eval_every = 2
-    config.eval.batch_size = 500
-  classification.train_and_evaluate(config, str(workdir))
-  return workdir
+  return pathlib.Path(train_tiny(tmp_path_factory, 'permutenet'))
 
 
 def test_job_end_to_end(trained, tmp_path):

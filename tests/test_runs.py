@@ -9,27 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import permutation_probe, tiny
+from configs import permutation_probe
+from conftest import train_tiny
 from gpjax import checkpoint, runs
-from gpjax.tasks import classification
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A tiny location run trained for 2 steps (checkpoint at step 2)."""
-  workdir = tmp_path_factory.mktemp('trained')
-  config = tiny.get_config()
-  with config.unlocked():
-    config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
-    config.model.head = 'linear'
-    config.model.width = 4
-    config.train.steps = 2
-    config.train.batch_size = 8
-    config.train.log_every = 1
-    config.train.eval_every = 2
-    config.eval.batch_size = 500
-  classification.train_and_evaluate(config, str(workdir))
-  return str(workdir)
+  return train_tiny(tmp_path_factory, 'linear')
 
 
 def test_load_run_gives_the_runs_config_model_and_newest_variables(trained):
@@ -75,11 +63,3 @@ def test_provenance_names_the_source(trained, tmp_path):
   moved = runs.RunInfo(num_classes=4, step=1, workdir=str(tmp_path), data_dir=None, data=None)
   assert runs.provenance(probe, None, moved)['source_test_accuracy'] is None  # No results.json.
 
-
-def test_accumulate_sums_every_batch():
-  batches = [{'x': np.full(3, i, np.int32)} for i in range(1, 5)]
-  totals = runs.accumulate(lambda b: {'sum': jnp.asarray(b['x']), 'n': jnp.ones((), jnp.int32)},
-                           batches)
-  np.testing.assert_array_equal(totals['sum'], [10, 10, 10])
-  assert totals['n'] == 4 and isinstance(totals['sum'], np.ndarray)
-  assert runs.accumulate(lambda b: b, []) is None

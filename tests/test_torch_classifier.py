@@ -1,13 +1,18 @@
 """Official GAPNet / PermuteNet checkpoints into `Classifier`: logits equal PyTorch's."""
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-import jax
-import jax.numpy as jnp
-
+from configs import micro
+from gpjax import writers
+from gpjax.data import batching, examples
 from gpjax.interop import torch_classifier, torch_import
 from gpjax.models import PADDINGS
+from gpjax.tasks import classification
+from gpjax.validate import ConfigError
 
 torch = pytest.importorskip('torch')
 F = torch.nn.functional
@@ -15,7 +20,7 @@ F = torch.nn.functional
 WIDTH, CLASSES = 8, 9
 
 
-def _official_state(head: str, seed: int = 0) -> dict:
+def _official_state(head: str, seed: int = 0, classes: int = CLASSES) -> dict:
   """Random weights (and BatchNorm statistics) under the official ResNet-18 names."""
   g = torch.Generator().manual_seed(seed)
   state = {}
@@ -48,10 +53,10 @@ def _official_state(head: str, seed: int = 0) -> dict:
         bn(f'{p}.shortcut.1', cout)
       cin = cout
   if head == 'gapnet':
-    conv('pre_classifier', CLASSES, cin, 3, bias=True)
+    conv('pre_classifier', classes, cin, 3, bias=True)
   # ResNet18PositionGAP defines linear_location too (unused in its forward).
-  state['linear_location.weight'] = torch.randn(CLASSES, cin, generator=g) / cin ** 0.5
-  state['linear_location.bias'] = 0.1 * torch.randn(CLASSES, generator=g)
+  state['linear_location.weight'] = torch.randn(classes, cin, generator=g) / cin ** 0.5
+  state['linear_location.bias'] = 0.1 * torch.randn(classes, generator=g)
   return state
 
 
@@ -131,3 +136,41 @@ def test_a_file_without_a_resnet_is_refused(tmp_path):
   torch.save({'net': {'fc.weight': torch.zeros(2, 2)}, 'acc': 1.0}, path)
   with pytest.raises(torch_import.CheckpointMismatchError, match='Not an official ResNet'):
     torch_classifier.import_classifier(torch_import.load_state_dict(str(path)), padding='zero')
+
+
+@pytest.mark.parametrize('head', ['gapnet', 'permutenet'])
+def test_evaluate_torch_job_scores_the_official_model_on_our_test_canvases(
+    tmp_path, torch_conv, data_dir, head):
+  """The job's accuracy equals the official forward's on the same test canvases."""
+  config = micro.get_config()
+  grid = config.data.grid
+  path = _save(tmp_path, _official_state(head, seed=3, classes=grid ** 2))
+  with config.unlocked():
+    config.job, config.data.data_dir, config.model.head = 'evaluate_torch', data_dir, head
+    config.source = ml_collections.ConfigDict({'torch_checkpoint': path})
+  results = classification.evaluate_torch(config, str(tmp_path / 'out'))
+  assert writers.read_json(str(tmp_path / 'out' / 'results.json'))['test_accuracy'] == \
+      results['test_accuracy']
+  _, test_src, info = classification.load_data(config)
+  official = _official_state(head, seed=3, classes=grid ** 2)
+  correct = count = 0
+  for batch in batching.eval_batches(test_src, 500):
+    images, labels, _ = examples.eval_examples(batch, config, info)
+    logits = _official_forward(official, torch.tensor(np.asarray(images)).permute(0, 3, 1, 2),
+                               config.model.padding, torch_conv)
+    keep = np.asarray(batch['mask'])
+    correct += int((logits.argmax(1).numpy() == np.asarray(labels))[keep].sum())
+    count += int(keep.sum())
+  assert count == len(test_src) and results['num_classes'] == grid ** 2
+  assert results['test_accuracy'] == pytest.approx(correct / count, abs=1e-6)
+  assert len(results['per_location_accuracy']) == grid ** 2
+
+
+def test_evaluate_torch_refuses_a_file_with_the_wrong_number_of_outputs(tmp_path, data_dir):
+  config = micro.get_config()
+  path = _save(tmp_path, _official_state('gapnet', classes=config.data.grid ** 2 + 1))
+  with config.unlocked():
+    config.job, config.data.data_dir = 'evaluate_torch', data_dir
+    config.source = ml_collections.ConfigDict({'torch_checkpoint': path})
+  with pytest.raises(ConfigError, match=r'has 5 outputs; config.task=.location. .* needs 4'):
+    classification.evaluate_torch(config, str(tmp_path / 'out'))

@@ -139,7 +139,8 @@ def _resized(photo: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def scene(split: str, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-  """Example ``index`` of ``split``.
+  """Example ``index`` of ``split`` (one function: the layers are painted back to front, sky to
+  sign, from one random stream whose draw order fixes every scene).
 
   Returns:
     image uint8 (height, width, 3) and label uint8 (height, width): class ids of

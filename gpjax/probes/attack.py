@@ -207,7 +207,7 @@ def evaluate(config: Any, model: Any, variables: Any, data: Any,
                                   pad_label=segmentation.IGNORE_LABEL,
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
-  conf = runs.accumulate(lambda b: fn(variables, parallel.to_global(mesh, b), device_masks),
+  conf = parallel.accumulate(lambda b: fn(variables, parallel.to_global(mesh, b), device_masks),
                          batches)
   results = summarize(conf, rows, counts, info.class_names)
   results.update({

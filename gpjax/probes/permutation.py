@@ -278,7 +278,6 @@ def evaluate(config: Any, source: Any, model: Classifier, variables: Variables,
   """`summarize`'s accuracies of a loaded run (`gpjax.runs.load_run`) under
   ``config.probe``'s orderings, on the run's own test canvases (those of its
   evaluations: keys from its ``eval.seed`` and each example's index)."""
-  from gpjax import runs
   from gpjax.data import batching, examples, input_pipeline
   p = config.probe
   model = probe_model(model, p.layer)
@@ -307,7 +306,7 @@ def evaluate(config: Any, source: Any, model: Classifier, variables: Variables,
     batch['mask'] &= batch['index'] < num_images  # Global positions: the same on every host.
     return fn(variables, parallel.to_global(mesh, batch), device_orderings)
 
-  totals = runs.accumulate(step, itertools.islice(batches, -(-num_images // p.batch_size)))
+  totals = parallel.accumulate(step, itertools.islice(batches, -(-num_images // p.batch_size)))
   results = summarize(totals['correct'], totals['count'])
   results.update({'layer': p.layer, 'num_orderings': p.num_orderings,
                   'num_channels': int(orderings.shape[1]), 'chance': 1.0 / info.num_classes})

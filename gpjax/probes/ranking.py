@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel, runs
+from gpjax import parallel
 from gpjax.data import batching, canvas, segmentation
 
 # feature_fn(variables, images (n, H, W, 3) float32) -> maps (n, h, w, C).
@@ -95,7 +95,7 @@ def rankings(abs_sum: Any, signed_sum: Any, count: float) -> dict[str, Any]:
 def rank(fn: Callable[[Any, dict], Sums], variables: Any, batches: Iterable[dict[str, Any]],
          to_device: Callable[[dict], dict] = lambda b: b) -> dict[str, Any]:
   """Sums `make_ranker`'s ``fn`` over ``batches`` and returns `rankings`."""
-  totals = runs.accumulate(lambda b: fn(variables, to_device(b)), batches)
+  totals = parallel.accumulate(lambda b: fn(variables, to_device(b)), batches)
   if totals is None:
     raise ValueError('No batches to rank channels on.')
   return rankings(totals['abs'], totals['signed'], totals['count'])

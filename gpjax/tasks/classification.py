@@ -1,13 +1,15 @@
-"""Classification on canvases (jobs ``train``): the location task (label = the cell) and the
+"""Classification on canvases (jobs ``train`` and ``evaluate_torch``): the location task (label = the cell) and the
 semantic one (label = the class), with PermuteNet orderings and AugShift's shifted pairs.
 
 What the core (`gpjax.trainer`) runs: the model, the data, the per-device train
 and eval steps, the evaluation summary (test loss, accuracy, per-location
-accuracy) and the per-location heatmap.
+accuracy) and the per-location heatmap. `evaluate_torch` scores an official PyTorch
+checkpoint (`gpjax.interop.torch_classifier`) on the same test canvases.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any, Iterator
@@ -19,9 +21,11 @@ import numpy as np
 import optax
 from jax import lax
 
-from gpjax import figures, parallel, trainer
+from gpjax import figures, parallel, trainer, writers
 from gpjax.data import batching, examples, input_pipeline
+from gpjax.interop import torch_classifier, torch_import
 from gpjax.models import Classifier, random_ordering
+from gpjax.validate import ConfigError
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -38,7 +42,7 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int,
   m = config.model
   return Classifier(num_classes=num_classes, backbone=m.backbone, head=m.head, padding=m.padding,
                     width=m.width, stem=m.stem, permute_layer=m.permute_layer,
-                    bn_axis_name=axis_name, dtype=jnp.dtype(m.dtype))
+                    bn_axis_name=axis_name, dtype=jnp.dtype(m.dtype), param_init=m.init)
 
 
 def num_classes(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo) -> int:
@@ -204,3 +208,40 @@ def write_figures(config: ml_collections.ConfigDict, workdir: str, final: dict[s
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The ``train`` job: `trainer.train_and_evaluate` of this task."""
   return trainer.train_and_evaluate(config, workdir, task=sys.modules[__name__])
+
+
+def evaluate_torch(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The ``evaluate_torch`` job: the official checkpoint ``config.source.torch_checkpoint``
+  (trained with ``config.model.padding``) on this config's test canvases; writes
+  ``results.json`` (test loss, accuracy, per-location accuracy) and the heatmap."""
+  _, test_src, info = load_data(config)
+  state_dict = torch_import.load_state_dict(config.source.torch_checkpoint)
+  model, variables = torch_classifier.import_classifier(
+      state_dict, padding=config.model.padding, head=config.model.head)
+  if model.num_classes != num_classes(config, info):
+    raise ConfigError(f'config.source.torch_checkpoint={config.source.torch_checkpoint!r} has '
+                      f'{model.num_classes} outputs; config.task={config.task!r} on '
+                      f'{config.data.name} needs {num_classes(config, info)}.')
+  mesh = parallel.make_mesh()
+  parallel.check_divisible('config.eval.batch_size', config.eval.batch_size, jax.device_count(),
+                           'devices')
+  state = trainer.TrainState(step=jnp.zeros((), jnp.int32), seed=jnp.zeros((), jnp.int32),
+                             params=variables['params'], batch_stats=variables['batch_stats'],
+                             opt_state=None)
+  state = jax.device_put(state, parallel.replicated(mesh))
+  p_eval_step = parallel.shard_step(functools.partial(eval_step, model=model, config=config,
+                                                      info=info), mesh)
+  final = summarize(trainer.evaluate(p_eval_step, state, eval_batches(test_src, config), mesh),
+                    info)
+  results = {'config': config.to_dict(), 'dataset': info.name, 'num_classes': model.num_classes,
+             'source_checkpoint': config.source.torch_checkpoint, 'backbone': model.backbone,
+             'head': model.head, 'width': model.width, **final,
+             'num_devices': jax.device_count(), 'device_kind': jax.devices()[0].device_kind,
+             'jax_version': jax.__version__}
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    writers.write_json(os.path.join(workdir, 'results.json'), results)
+    write_figures(config, workdir, final)
+  print(f'{config.source.torch_checkpoint}: test accuracy {final["test_accuracy"]:.4f}',
+        flush=True)
+  return results
