@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from configs import permutation_probe, tiny
-from conftest import train_tiny
 from gpjax import main
 from gpjax.models import Classifier
 from gpjax.probes import permutation as pm
@@ -247,6 +246,7 @@ def test_command_line_reports_bad_config_in_one_line(tmp_path):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A tiny PermuteNet trained for 2 steps; its test accuracy is the classification task's."""
+  from conftest import train_tiny  # Here: subprocesses import this module without conftest.
   return pathlib.Path(train_tiny(tmp_path_factory, 'permutenet'))
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from configs import permutation_probe
-from conftest import train_tiny
 from gpjax import checkpoint, runs
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A tiny location run trained for 2 steps (checkpoint at step 2)."""
+  from conftest import train_tiny  # Not at the top: other processes import test modules.
   return train_tiny(tmp_path_factory, 'linear')
 
 
