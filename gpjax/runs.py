@@ -93,11 +93,6 @@ def load_source(source: ml_collections.ConfigDict, dtype: str = 'float32'
   return None, model, variables, info
 
 
-def source_data(config: ml_collections.ConfigDict | None) -> dict[str, Any]:
-  """A segment source's ``data`` config as a dict; {} for a PyTorch file (config None)."""
-  return {} if config is None else config.data.to_dict()
-
-
 def provenance(config: ml_collections.ConfigDict, source: ml_collections.ConfigDict | None,
                info: RunInfo | None) -> dict[str, Any]:
   """Where a probe's results come from, the keys its results.json carries.
