@@ -65,6 +65,8 @@ def get_config(variant: str = 'train') -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 500  # Global evaluation batch.
   config.eval.seed = 1  # Fixes the test canvases (cells, noise), identical at every evaluation.
+  config.eval.orderings = 64  # PermuteNet: random orderings it is tested under (mean reported).
+  config.eval.ordering_chunk = 16  # PermuteNet at layers 1..4: orderings evaluated at once.
 
   config.augshift = ml_collections.ConfigDict()  # AugShift training (configs/augshift.py).
   config.augshift.enabled = False  # Two shifted copies per image, CE + CE + weight * MSE(z1, z2).

@@ -7,7 +7,8 @@ Evaluates the newest checkpoint of the trained workdir on its own test canvases
 (the ones its evaluations used) with the channels at ``probe.layer`` (input of
 stage 1..4, or 5 = the pooled vector before the Dense head) in K orders: row 0
 the identity, the others random. Writes ``results.json`` (``accuracy_identity``,
-which equals the source's final ``test_accuracy``; ``accuracy_per_ordering``;
+which equals the source's final ``test_accuracy``, or for a PermuteNet its
+``test_accuracy_identity``; ``accuracy_per_ordering``;
 per-location accuracy; ``summary``: mean/std/min/max over the random orderings)
 and ``accuracy_histogram.png`` (identity and chance marked).
 

@@ -81,6 +81,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
   at_least('eval.batch_size', config.eval.batch_size, 1)
   at_least('eval.seed', config.eval.seed, 0)
+  at_least('eval.orderings', config.eval.orderings, 1)
+  at_least('eval.ordering_chunk', config.eval.ordering_chunk, 1)
   validate_augshift(config)
 
 

@@ -216,3 +216,45 @@ def test_non_finite_update_is_not_checkpointed(data_dir, tmp_path, monkeypatch):
   state = checkpoint.restore_raw(workdir)
   assert int(state['step']) == poisoned_step - 1
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state['params']))
+
+
+@pytest.mark.parametrize('layer', [5, 3])
+def test_permutenet_tested_under_orderings(data_dir, tmp_path, layer):
+  """A PermuteNet's test accuracy is the mean over ``eval.orderings`` random orderings, as the
+  official test averages over its per-batch orderings: it equals the mean of the permutation
+  probe's per-ordering accuracies (same seed, same rows) on the same checkpoint and canvases;
+  the identity ordering is reported apart."""
+  from configs import permutation_probe
+  from gpjax import runs
+  from gpjax.probes import permutation
+  config = micro_config(data_dir, model__head='permutenet', model__permute_layer=layer,
+                        train__steps=10, train__eval_every=10, eval__orderings=5,
+                        eval__ordering_chunk=2)
+  results = classification.train_and_evaluate(config, str(tmp_path))
+  probe = permutation_probe.get_config()
+  probe.probe.seed, probe.probe.num_orderings = config.eval.seed, 1 + config.eval.orderings
+  probe.probe.layer = layer
+  probe.probe.ordering_chunk = 3
+  source, model, variables, info = runs.load_run(str(tmp_path))
+  probed = permutation.evaluate(probe, source, model, variables, info)
+  per_ordering = np.array(probed['accuracy_per_ordering'])
+  np.testing.assert_allclose(results['test_accuracy'], per_ordering[1:].mean(), rtol=1e-6)
+  np.testing.assert_allclose(results['test_accuracy_identity'], per_ordering[0], rtol=1e-6)
+  spread = results['test_accuracy_orderings']
+  assert spread['num_orderings'] == 5
+  np.testing.assert_allclose([spread['min'], spread['max'], spread['std']],
+                             [per_ordering[1:].min(), per_ordering[1:].max(),
+                              per_ordering[1:].std()], rtol=1e-6)
+  np.testing.assert_allclose(results['per_location_accuracy'],
+                             np.mean(probed['per_location_accuracy_per_ordering'][1:], 0),
+                             rtol=1e-6)
+  assert results['best_test_accuracy'] == results['test_accuracy']  # One evaluation.
+  # The orderings differ, so the accuracies do too (a tiny 10-step network).
+  assert len(set(per_ordering[1:].round(6))) > 1
+
+
+def test_unpermuted_heads_report_one_accuracy(micro_run):
+  """GAPNet (no ordering at test): no identity/ordering keys, the accuracy is its own."""
+  _, _, results = micro_run
+  assert 'test_accuracy_identity' not in results
+  assert 'test_accuracy_orderings' not in results

@@ -257,12 +257,11 @@ def test_job_end_to_end(trained, tmp_path):
   with open(tmp_path / 'results.json') as f:
     saved = json.load(f)
   assert saved['accuracy_identity'] == results['accuracy_identity']
-  # Same checkpoint, same test canvases (eval.seed) as the training run's final evaluation.
+  # Same checkpoint, same test canvases (eval.seed) as the training run's final evaluation,
+  # which reports this PermuteNet's identity ordering apart from its mean over orderings.
   with open(trained / 'results.json') as f:
     source = json.load(f)
-  assert saved['accuracy_identity'] == pytest.approx(source['test_accuracy'], abs=1e-6)
-  np.testing.assert_allclose(saved['per_location_accuracy_identity'],
-                             source['per_location_accuracy'], atol=1e-6)
+  assert saved['accuracy_identity'] == pytest.approx(source['test_accuracy_identity'], abs=1e-6)
   assert saved['num_images'] == 2000 and saved['layer'] == 5 and saved['num_orderings'] == 6
   assert len(saved['accuracy_per_ordering']) == 6 and saved['summary']['num_orderings'] == 5
   assert saved['source_config']['model']['head'] == 'permutenet'

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import PartitionSpec as P
 
 from gpjax import parallel, writers
@@ -40,19 +41,22 @@ Variables = dict[str, Any]
 Sums = dict[str, jax.Array]
 
 
-def random_orderings(seed: int, num_orderings: int, num_channels: int) -> np.ndarray:
-  """int32 (K, C): row 0 the identity, row i ``permutation(fold_in(key(seed), i), C)``.
+def ordering_rows(seed: int | jax.Array, num_orderings: int, num_channels: int) -> jax.Array:
+  """int32 (K, C), jittable: row 0 the identity, row i ``permutation(fold_in(key(seed), i), C)``.
 
   Rows depend only on (seed, i), so a larger K keeps the first rows.
   """
-  if num_orderings < 1:
-    raise ValueError(f'num_orderings={num_orderings!r} must be >= 1 (row 0 is the identity).')
   key = jax.random.key(seed)
   rows = jax.vmap(lambda i: jax.random.permutation(jax.random.fold_in(key, i), num_channels))(
       jnp.arange(num_orderings))
-  rows = np.array(rows, np.int32)
-  rows[0] = np.arange(num_channels)
-  return rows
+  return rows.at[0].set(jnp.arange(num_channels)).astype(jnp.int32)
+
+
+def random_orderings(seed: int, num_orderings: int, num_channels: int) -> np.ndarray:
+  """`ordering_rows` as host numpy; ValueError for ``num_orderings`` < 1."""
+  if num_orderings < 1:
+    raise ValueError(f'num_orderings={num_orderings!r} must be >= 1 (row 0 is the identity).')
+  return np.array(ordering_rows(seed, num_orderings, num_channels), np.int32)
 
 
 def check_orderings(orderings: Any, num_channels: int) -> np.ndarray:
@@ -160,16 +164,21 @@ def probe_sums(model: Classifier, variables: Variables, images: jax.Array, label
     image_chunk: images evaluated at once.
 
   Returns:
-    ``{'correct': (K, num_cells) int32, 'count': (num_cells,) int32}``.
+    ``{'correct': (K, num_cells) int32, 'loss': (K,) float32 summed cross-entropy,
+    'count': (num_cells,) int32}``.
   """
   onehot = jax.nn.one_hot(cells, num_cells, dtype=jnp.float32) * mask[:, None]
 
-  def correct(logits, labels, onehot):  # Float sums of at most image_chunk ones: exact.
-    return ((jnp.argmax(logits, -1) == labels).astype(jnp.float32) @ onehot).astype(jnp.int32)
+  def reduce(logits, labels, onehot):  # Float sums of at most image_chunk ones: exact.
+    correct = ((jnp.argmax(logits, -1) == labels).astype(jnp.float32) @ onehot)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels) @ onehot.sum(1)
+    return correct.astype(jnp.int32), loss
 
-  per_chunk = _over_chunks(model, variables, images, (labels, onehot), orderings, correct,
-                           layer=layer, ordering_chunk=ordering_chunk, image_chunk=image_chunk)
-  return {'correct': per_chunk.sum(0), 'count': onehot.sum(0).astype(jnp.int32)}
+  correct, loss = _over_chunks(model, variables, images, (labels, onehot), orderings, reduce,
+                               layer=layer, ordering_chunk=ordering_chunk,
+                               image_chunk=image_chunk)
+  return {'correct': correct.sum(0), 'loss': loss.sum(0),
+          'count': onehot.sum(0).astype(jnp.int32)}
 
 
 def make_probe(model: Classifier, *, layer: int, num_cells: int, ordering_chunk: int,

@@ -25,6 +25,7 @@ from gpjax import figures, parallel, trainer, writers
 from gpjax.data import batching, examples, input_pipeline
 from gpjax.interop import torch_classifier, torch_import
 from gpjax.models import Classifier, random_ordering
+from gpjax.probes import permutation
 from gpjax.validate import ConfigError
 
 Batch = dict[str, jax.Array]
@@ -140,18 +141,40 @@ def augshift_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
 def eval_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
               config: ml_collections.ConfigDict,
               info: input_pipeline.DatasetInfo) -> dict[str, jax.Array]:
-  """Summed loss/correct/count, overall and per cell, of one evaluation batch (its test
-  canvases: `examples.eval_examples`)."""
+  """Summed loss (R,), correct (R, g*g) and count (g*g,) of one evaluation batch (its test
+  canvases: `examples.eval_examples`) under R channel orderings.
+
+  A PermuteNet is tested as it is trained (and as the official code tests it): under
+  ``eval.orderings`` random orderings at its ``permute_layer`` (rows 1..R-1 of
+  `eval_orderings`), plus the identity (row 0). Other heads: R = 1, no ordering.
+  """
   images, labels, cells = examples.eval_examples(batch, config, info)
-  logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images,
-                          train=False)
-  mask = batch['mask'].astype(jnp.float32)
-  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
-  cell_onehot = jax.nn.one_hot(cells, config.data.grid ** 2) * mask[:, None]
-  sums = {'loss': loss.sum(), 'correct': correct.sum(), 'count': mask.sum(),
-          'cell_correct': correct @ cell_onehot, 'cell_count': cell_onehot.sum(0)}
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  num_cells = config.data.grid ** 2
+  mask = batch['mask']
+  if config.model.head == 'permutenet':
+    orderings = eval_orderings(config, model)
+    layer = config.model.permute_layer
+    sums = permutation.probe_sums(
+        model, variables, images, labels, cells, mask, orderings, layer=layer,
+        num_cells=num_cells, image_chunk=images.shape[0],
+        ordering_chunk=orderings.shape[0] if layer == 5 else config.eval.ordering_chunk)
+  else:
+    logits, _ = model.apply(variables, images, train=False)
+    weight = mask.astype(jnp.float32)
+    onehot = jax.nn.one_hot(cells, num_cells) * weight[:, None]
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * weight
+    sums = {'loss': loss.sum()[None], 'correct': (correct @ onehot)[None],
+            'count': onehot.sum(0)}
   return lax.psum(sums, parallel.DATA_AXIS)
+
+
+def eval_orderings(config: ml_collections.ConfigDict, model: Classifier) -> jax.Array:
+  """(1 + eval.orderings, C) int32: the identity, then the orderings a PermuteNet is tested
+  with, fixed by ``eval.seed`` (the same at every evaluation; `permutation.ordering_rows`)."""
+  return permutation.ordering_rows(config.eval.seed, 1 + config.eval.orderings,
+                                   model.ordering_length())
 
 
 def load_data(config: ml_collections.ConfigDict
@@ -181,19 +204,41 @@ def eval_batches(source: input_pipeline.Source,
 
 
 def summarize(totals: dict[str, np.ndarray], info: input_pipeline.DatasetInfo) -> dict[str, Any]:
-  """Test loss, accuracy and per-location accuracy (g*g, row-major) from `eval_step` sums."""
-  return {'test_loss': float(totals['loss'] / totals['count']),
-          'test_accuracy': float(totals['correct'] / totals['count']),
-          'per_location_accuracy': (totals['cell_correct'] /
-                                    np.maximum(totals['cell_count'], 1)).tolist()}
+  """Test loss, accuracy and per-location accuracy (g*g, row-major) from `eval_step` sums.
+
+  With orderings (a PermuteNet: R > 1 rows) each is the mean over the random orderings
+  (rows 1..R-1), as the official test averages over its per-batch orderings;
+  ``test_accuracy_identity`` is row 0 and ``test_accuracy_orderings`` the spread
+  (num_orderings, mean, std, min, max) over the random ones.
+  """
+  correct = np.asarray(totals['correct'], np.float64)  # (R, g*g)
+  count = np.asarray(totals['count'], np.float64)  # (g*g,)
+  loss = np.asarray(totals['loss'], np.float64) / count.sum()  # (R,)
+  accuracy = correct.sum(1) / count.sum()
+  per_location = correct / np.maximum(count, 1)
+  rows = slice(1, None) if len(accuracy) > 1 else slice(None)
+  out = {'test_loss': float(loss[rows].mean()), 'test_accuracy': float(accuracy[rows].mean()),
+         'per_location_accuracy': per_location[rows].mean(0).tolist()}
+  if len(accuracy) > 1:
+    others = accuracy[1:]
+    out['test_accuracy_identity'] = float(accuracy[0])
+    out['test_accuracy_orderings'] = {
+        'num_orderings': int(others.size), 'mean': float(others.mean()),
+        'std': float(others.std()), 'min': float(others.min()), 'max': float(others.max())}
+  return out
 
 
 def results(config: ml_collections.ConfigDict, final: dict[str, Any], best: dict[str, Any],
             info: input_pipeline.DatasetInfo) -> dict[str, Any]:
-  """This task's entries of ``results.json``."""
-  return {'test_accuracy': final['test_accuracy'], 'test_loss': final['test_loss'],
-          'per_location_accuracy': final['per_location_accuracy'], 'steps': final['step'],
-          'best_test_accuracy': best['test_accuracy'], 'best_step': best['step']}
+  """This task's entries of ``results.json``; a PermuteNet's test accuracy is the mean over
+  its test orderings (`summarize`), its best checkpoint chosen by that mean too."""
+  out = {'test_accuracy': final['test_accuracy'], 'test_loss': final['test_loss'],
+         'per_location_accuracy': final['per_location_accuracy'], 'steps': final['step'],
+         'best_test_accuracy': best['test_accuracy'], 'best_step': best['step']}
+  for key in ('test_accuracy_identity', 'test_accuracy_orderings'):
+    if key in final:
+      out[key] = final[key]
+  return out
 
 
 def write_figures(config: ml_collections.ConfigDict, workdir: str, final: dict[str, Any]) -> None:
