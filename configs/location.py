@@ -45,7 +45,7 @@ def get_config(variant: str = 'train') -> ml_collections.ConfigDict:
   config.model.width = 64  # Channels of the first stage; stages use 1x, 2x, 4x, 8x.
   config.model.stem = 'official'  # 'official' (7x7/2, no max-pool) or 'imagenet' (+max-pool).
   config.model.dtype = 'float32'  # Compute dtype: float32 or bfloat16 (params stay float32).
-  config.model.init = 'flax'  # 'flax' (He/LeCun normal) or 'pytorch' (1.x defaults, as official).
+  config.model.init = 'pytorch'  # 'pytorch' (its 1.x defaults, as official) or 'flax' (He/LeCun).
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20.0  # Passes over the train split (official: 20).

@@ -10,11 +10,11 @@ from typing import Any
 from gpjax import claims as claims_lib
 from gpjax import study_figures
 
-# Claim -> (study whose table and figures back it, its figures).
+# Claim -> (study whose table and figures back it, its figures where the study wrote them).
 SECTIONS = {
     'gap_location': ('location', ('accuracy.png',)),
     'permute_location': ('location', ()),
-    'permute_semantic': ('location', ()),
+    'permute_semantic': ('location', ('layer_protocol.png',)),
     'augshift': ('augshift', ('metrics.png', 'accuracy_vs_shift.png')),
     'overall_attack': ('segmentation', ('curves.png',)),
     'region_attack': ('segmentation', ()),
@@ -91,7 +91,8 @@ def write_report(workdir: str, results: dict[str, Any]) -> str:
                 results['study_commands'][study], '```']
     else:
       lines += ['', f'The table is under claim {_first(claims, study)} above.']
-    lines += [''] + [f'![{study} {name}]({study}/{name})' for name in figures]
+    lines += [''] + [f'![{study} {name}]({study}/{name})' for name in figures
+                     if os.path.exists(os.path.join(workdir, study, name))]
   path = os.path.join(workdir, 'REPORT.md')
   with open(path, 'w') as f:
     f.write('\n'.join(lines).rstrip() + '\n')

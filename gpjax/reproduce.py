@@ -35,7 +35,7 @@ from gpjax.validate import ConfigError
 EXPERIMENTS = ('location', 'augshift', 'segmentation')
 # Study -> (runner(config, workdir, progress), validator, its runs, the config module it resizes).
 _STUDIES = {
-    'location': (study.run_study, study.validate_study, study.run_configs, suites.study),
+    'location': (study.run_study, study.validate_study, study.all_runs, suites.study),
     'augshift': (augshift_study.run_study, augshift_study.validate_study, augshift_study.runs,
                  suites.augshift_study),
     'segmentation': (segment_study.run_study, segment_study.validate_study, segment_study.runs,

@@ -112,6 +112,25 @@ def run_configs(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -
   return grid(config.base, cells, s.seeds)
 
 
+def layer_configs(config: ml_collections.ConfigDict) -> Runs:
+  """The paper's layer protocol: PermuteNets trained AND tested with the orderings at
+  ``model.permute_layer`` = each of ``study.layer_protocol`` (zero padding, every task and
+  grid), named ``<task>_permutenet_zero_g<g>_layer<l>_s<seed>``; the layer of the base
+  config is the grid's own PermuteNet cell (`run_configs`), which keeps its name and run."""
+  s = config.study
+  if not s.layer_protocol:
+    return []
+  cells = []
+  for task, g, layer in itertools.product(
+      parse_list('study.tasks', s.tasks), parse_list('study.grids', s.grids, int),
+      parse_list('study.layer_protocol', s.layer_protocol, int)):
+    fields = {'task': task, 'model.head': 'permutenet', 'model.padding': 'zero', 'data.grid': g,
+              'model.permute_layer': layer}
+    tag = '' if layer == config.base.model.permute_layer else f'layer{layer}_'
+    cells.append((f'{task}_permutenet_zero_g{g}_{tag}s{{seed}}', fields))
+  return grid(config.base, cells, s.seeds)
+
+
 def validate_runs(config: ml_collections.ConfigDict, runs: Runs,
                   check: Callable[[ml_collections.ConfigDict], None] = validate) -> None:
   """Checks ``study.seeds`` and every run's training config with ``check`` before any work."""
@@ -236,8 +255,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
                  ' | '.join(cells) + ' |')
   chance = sorted({(c['task'], c['grid'], c['chance']) for c in summary['cells']})
   lines.append('')
-  lines.append('Test accuracy in %, mean ± std over seeds. Chance: ' + ', '.join(
-      f'{t} g={g} {100 * p:.1f}%' for t, g, p in chance) + '.')
+  permuted = any(c['head'] == 'permutenet' for c in summary['cells'])
+  lines.append('Test accuracy in %, mean ± std over seeds' + (
+      ' (PermuteNet: the mean over its test orderings, as the official test)' if permuted
+      else '') + '. Chance: ' + ', '.join(f'{t} g={g} {100 * p:.1f}%' for t, g, p in chance) + '.')
   return '\n'.join(lines) + '\n'
 
 
@@ -264,7 +285,14 @@ def metric_table(summary: dict[str, Any]) -> str:
 
 def validate_study(config: ml_collections.ConfigDict) -> None:
   """Checks the grid axes and every run's training config before any work."""
-  validate_runs(config, run_configs(config))
+  validate_runs(config, all_runs(config))
+
+
+def all_runs(config: ml_collections.ConfigDict) -> Runs:
+  """`run_configs` then the layer protocol's runs that the grid lacks."""
+  runs = run_configs(config)
+  names = {name for name, _ in runs}
+  return runs + [(n, r) for n, r in layer_configs(config) if n not in names]
 
 
 def probe_layers(config: ml_collections.ConfigDict, name: str, run: ml_collections.ConfigDict,
@@ -314,10 +342,58 @@ def probe_table(rows: list[dict[str, Any]]) -> str:
                  f'{100 * r["identity_mean"]:.1f} | {100 * r["permuted_mean"]:.1f} ± '
                  f'{100 * r["permuted_std"]:.1f} | {100 * r["retained"]:.0f}% |')
   lines.append('')
-  lines.append('Test accuracy in % of networks trained without permutation, evaluated with '
+  lines.append('Our probe (not in the paper): test accuracy in % of networks trained without '
+               'permutation, evaluated with '
                'random channel orderings at the input of stage 1..4 or of the Dense head (5); '
                'mean over seeds of the mean over orderings (± std over seeds). Retained = '
                'random / unpermuted.')
+  return '\n'.join(lines) + '\n'
+
+
+def layer_rows(runs: Runs,
+               results: Mapping[str, dict[str, Any]],
+               summary: dict[str, Any]) -> list[dict[str, Any]]:
+  """One row per (task, grid, layer) of `layer_configs`: the PermuteNet's test accuracy (the
+  mean over its test orderings) over seeds, its identity-ordering accuracy, and the share of
+  the zero-padding GAPNet's above-chance accuracy it keeps (None without that cell)."""
+  gapnet = {(c['task'], c['grid']): c for c in summary['cells']
+            if c['head'] == 'gapnet' and c['padding'] == 'zero'}
+  groups: dict[tuple, list[str]] = {}
+  for name, run in runs:
+    groups.setdefault((run.task, run.data.grid, run.model.permute_layer), []).append(name)
+  rows = []
+  for (task, g, layer), names in groups.items():
+    accs = [results[n]['test_accuracy'] for n in names]
+    num_classes = g * g if task == 'location' else results[names[0]]['num_classes']
+    chance, ref = 1.0 / num_classes, gapnet.get((task, g))
+    mean = float(np.mean(accs))
+    rows.append({'task': task, 'grid': g, 'layer': layer, 'accuracies': accs, 'mean': mean,
+                 'std': float(np.std(accs)), 'chance': chance,
+                 'identity_mean': float(np.mean([results[n]['test_accuracy_identity']
+                                                 for n in names])),
+                 'gapnet_mean': None if ref is None else ref['mean'],
+                 'kept': None if ref is None else
+                 float((mean - chance) / max(ref['mean'] - chance, 1e-9))})
+  return rows
+
+
+def layer_table(rows: list[dict[str, Any]]) -> str:
+  """Rows: task, grid, layer; PermuteNet accuracy, identity ordering, share kept."""
+  lines = ['| task | g | layer | PermuteNet | identity ordering | GAPNet | kept |',
+           '|---|---|---|---|---|---|---|']
+  for r in rows:
+    kept = '' if r['kept'] is None else f'{100 * r["kept"]:.0f}%'
+    gap = '' if r['gapnet_mean'] is None else f'{100 * r["gapnet_mean"]:.1f}'
+    lines.append(f'| {r["task"]} | {r["grid"]} | {r["layer"]} | {100 * r["mean"]:.1f} ± '
+                 f'{100 * r["std"]:.1f} (n={len(r["accuracies"])}) | '
+                 f'{100 * r["identity_mean"]:.1f} | {gap} | {kept} |')
+  lines.append('')
+  lines.append("The paper's protocol (the official code's layer experiment): PermuteNets "
+               'trained and tested with a random channel ordering at the input of stage 1..4 '
+               'or of the Dense head (5), zero padding. Test accuracy in %: the mean over the '
+               'test orderings (`eval.orderings`), mean ± std over seeds; identity ordering '
+               'beside it; kept = (PermuteNet - chance) / (GAPNet - chance), GAPNet with zero '
+               'padding on the same task.')
   return '\n'.join(lines) + '\n'
 
 
@@ -330,15 +406,23 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   evaluators = {}
   if config.study.probe_heads:  # '' = no probes.
     evaluators['probes'] = functools.partial(probe_layers, config)
-  outcome = run_grid(runs, workdir, classification.train_and_evaluate, evaluators, progress)
+  outcome = run_grid(all_runs(config), workdir, classification.train_and_evaluate, evaluators,
+                     progress)
   if outcome.preempted is not None:
     return outcome.preempted
   summary = summarize(runs, outcome.results)
   table = markdown_table(summary)
+  figures = {'accuracy.png': functools.partial(study_figures.save_accuracy_figure,
+                                               summary=summary)}
+  layers = layer_rows(layer_configs(config), outcome.results, summary)
+  if layers:
+    summary['layer_protocol'] = layers
+    table += '\n' + layer_table(layers)
+    figures['layer_protocol.png'] = functools.partial(study_figures.save_layer_figure,
+                                                      rows=layers)
   probes = probe_rows(runs, outcome.evaluations['probes']) if evaluators else []
   if probes:
     summary['probes'] = probes
     table += '\n' + probe_table(probes)
-  write_outputs(workdir, summary, table, {
-      'accuracy.png': functools.partial(study_figures.save_accuracy_figure, summary=summary)})
+  write_outputs(workdir, summary, table, figures)
   return summary

@@ -1,5 +1,5 @@
-"""The figures of the studies and of the reproduction report: accuracy.png and metrics.png
-(`gpjax.study`), accuracy_vs_shift.png (`gpjax.augshift_study`) and summary.png
+"""The figures of the studies and of the reproduction report: accuracy.png, layer_protocol.png
+and metrics.png (`gpjax.study`), accuracy_vs_shift.png (`gpjax.augshift_study`) and summary.png
 (`gpjax.report`). Each reads a study's summary dict (its results.json), nothing else.
 """
 
@@ -54,6 +54,29 @@ def save_accuracy_figure(path: str, summary: dict[str, Any]) -> None:
     ax.set_ylabel('test accuracy (%)')
     ax.set_title(f'grid {g}x{g}')
     ax.legend(fontsize=7, ncol=2)
+  _save(fig, path)
+
+
+def save_layer_figure(path: str, rows: list[dict[str, Any]]) -> None:
+  """The paper's layer protocol: PermuteNet accuracy (mean ± std over seeds) against the
+  permuted layer, one line per task and grid, with the GAPNet reference and chance."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for (task, g), color in zip(dict.fromkeys((r['task'], r['grid']) for r in rows),
+                              plt.rcParams['axes.prop_cycle'].by_key()['color']):
+    pick = sorted((r for r in rows if (r['task'], r['grid']) == (task, g)),
+                  key=lambda r: r['layer'])
+    ax.errorbar([r['layer'] for r in pick], [100 * r['mean'] for r in pick],
+                yerr=[100 * r['std'] for r in pick], marker='o', capsize=3, color=color,
+                label=f'{task} g={g} PermuteNet')
+    if pick[0]['gapnet_mean'] is not None:
+      ax.axhline(100 * pick[0]['gapnet_mean'], color=color, lw=1, label=f'{task} GAPNet')
+    ax.axhline(100 * pick[0]['chance'], color=color, ls=':', lw=1, label=f'{task} chance')
+  ax.set_xticks(range(1, 6), ['stage 1', 'stage 2', 'stage 3', 'stage 4', '5 (pooled)'])
+  ax.set_ylim(0, 100)
+  ax.set_xlabel('permuted layer (trained and tested so)')
+  ax.set_ylabel('test accuracy (%), mean over orderings')
+  ax.set_title("PermuteNet by layer: the paper's protocol, zero padding")
+  ax.legend(fontsize=7)
   _save(fig, path)
 
 
