@@ -31,28 +31,31 @@ DESCRIPTIONS = {
 }
 
 # Per suite: the location/semantic grid (paddings, seeds, steps), probe orderings, the
-# PermuteNet layers of the paper's layer protocol and the orderings PermuteNets are tested with,
+# PermuteNet layers of the paper's layer protocol, the orderings PermuteNets are tested with,
+# the extra evaluation steps of the curves,
 # AugShift lambdas, segmentation training steps and the attack's N (steps None: the
 # paper suite keeps its configs' epochs).
 _SIZES = {
     'micro': dict(paddings='zero', seeds=1, steps=12, probe_layers='4,5', orderings=4,
-                  layer_protocol='4,5', eval_orderings=4,
+                  layer_protocol='4,5', eval_orderings=4, eval_at='6',
                   weights='0,1', aug_seeds=1, aug_steps=12, seg_size='tiny', seg_seeds=1,
                   counts='0,2,8', table_count=8),
     'quick': dict(paddings='zero,circular,none', seeds=2, steps=200, probe_layers='1,2,3,4,5',
-                  layer_protocol='1,3,5', eval_orderings=16,
+                  layer_protocol='1,3,5', eval_orderings=16, eval_at='25,50,100',
                   orderings=16, weights='0,1', aug_seeds=2, aug_steps=200, seg_size='cpu',
                   seg_seeds=2, seg_steps=200, counts='0,25,50,100', table_count=25),
     'paper': dict(paddings='zero,circular,reflect,replicate,partial,none', seeds=3, steps=None,
-                  layer_protocol='1,2,3,4,5', eval_orderings=64,
+                  layer_protocol='1,2,3,4,5', eval_orderings=64, eval_at='100,300',
                   aug_steps=None, probe_layers='1,2,3,4,5', orderings=1024,
                   weights='0,0.1,1,10', aug_seeds=3, seg_size='gpu', seg_seeds=3, counts='0,25,50,100,200,400', table_count=100),
 }
 
 
 def _shorten(base: ml_collections.ConfigDict, suite: str, steps: int | None,
-             batch_size: int) -> None:
-  """Sets a study's training config to the suite's steps (micro: also toy widths)."""
+             batch_size: int, eval_at: str) -> None:
+  """Sets a study's training config to the suite's steps and extra evaluations (the
+  curves' steps; micro: also toy widths)."""
+  base.train.eval_at = eval_at
   if suite != 'paper':
     base.train.steps = steps
     base.train.eval_every = steps
@@ -88,13 +91,14 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   loc.probe.probe.num_orderings = z['orderings']
   loc.study.layer_protocol = z['layer_protocol']
   loc.base.eval.orderings = z['eval_orderings']
-  _shorten(loc.base, suite, z['steps'], batch_size=16)
+  _shorten(loc.base, suite, z['steps'], batch_size=16, eval_at=z['eval_at'])
 
   config.augshift = augshift_study.get_config(size)  # Claim 3: AugShift vs the baseline.
   aug = config.augshift
   aug.study.sweep_values = z['weights']
   aug.study.seeds = z['aug_seeds']
-  _shorten(aug.base, suite, z['aug_steps'], batch_size=8)  # Pairs: 16 canvases.
+  # Pairs: 16 canvases.
+  _shorten(aug.base, suite, z['aug_steps'], batch_size=8, eval_at=z['eval_at'])
   if suite == 'micro':
     aug.evaluator.invariance.num_pairs = 4
     aug.evaluator.invariance.curve_points = 3

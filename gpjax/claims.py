@@ -40,7 +40,7 @@ def cell(summary: dict[str, Any], task: str, head: str, padding: str,
                  f'grid={grid}')
 
 
-def _retention(permuted: float, full: float, chance: float) -> float:
+def retention(permuted: float, full: float, chance: float) -> float:
   """Share of the above-chance accuracy that PermuteNet keeps; nan unless GAPNet is at
   least 10 points above chance (below that the share is noise over a tiny number)."""
   return (permuted - chance) / (full - chance) if full - chance >= 0.1 else math.nan
@@ -67,8 +67,8 @@ def judge_location(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dic
       rule=f'GAPNet minus PermuteNet location accuracy (zero padding) >= {t.permute_location:g}',
       evidence=dict(gapnet=gap['mean'], permutenet=perm['mean'], gapnet_std=gap['std'],
                     permutenet_std=perm['std'], drop=loc_drop, chance=chance))
-  loc_kept = _retention(perm['mean'], gap['mean'], chance)
-  sem_kept = _retention(sem_perm['mean'], sem_gap['mean'], sem_gap['chance'])
+  loc_kept = retention(perm['mean'], gap['mean'], chance)
+  sem_kept = retention(sem_perm['mean'], sem_gap['mean'], sem_gap['chance'])
   margin = sem_kept - loc_kept
   evidence = dict(semantic_gapnet=sem_gap['mean'], semantic_permutenet=sem_perm['mean'],
                   semantic_drop=sem_gap['mean'] - sem_perm['mean'], location_drop=loc_drop,
@@ -83,6 +83,46 @@ def judge_location(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dic
            'chance) / (GAPNet - chance))',
       evidence=evidence)
   return out
+
+
+def at_step(summary: dict[str, Any], index: int) -> dict[str, Any]:
+  """The summary as it stood at the ``index``-th step of its cells' curves: each cell's
+  mean, std and accuracies replaced by that evaluation's; no probes (final only)."""
+  cells = []
+  for c in summary['cells']:
+    curve = c['curve']
+    cells.append(dict(c, mean=curve['mean'][index], std=curve['std'][index],
+                      accuracies=[v[index] for v in curve['values']]))
+  return {'cells': cells}
+
+
+def location_over_steps(summary: dict[str, Any],
+                        t: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """`judge_location` at every step the cells it reads all evaluated (their curves):
+  ``{'steps': [...], '<claim>': {'holds': [...], 'evidence': [...]}}``; None when a cell
+  has no curve or the steps differ. The verdicts stay those of the final step."""
+  g = t.grid
+  read = [c for c in summary['cells'] if c['grid'] == g and c['padding'] == 'zero' and
+          c['head'] in ('gapnet', 'permutenet')]
+  if not read or any('curve' not in c for c in read):
+    return None
+  steps = read[0]['curve']['steps']
+  if any(c['curve']['steps'] != steps for c in read):
+    return None
+  cells = {'cells': read}
+  judged = [judge_location(at_step(cells, i), t) for i in range(len(steps))]
+  return {'steps': steps, **{key: {'holds': [j[key]['holds'] for j in judged],
+                                   'evidence': [j[key]['evidence'] for j in judged]}
+                             for key in judged[0]}}
+
+
+def trend(values: list[float], flat: float = 0.01) -> str:
+  """'growing', 'falling' or 'flat' (last minus first within ``flat``), over the finite values."""
+  finite = [v for v in values if v is not None and math.isfinite(v)]
+  if len(finite) < 2:
+    return 'not measurable'
+  change = finite[-1] - finite[0]
+  return 'flat' if abs(change) < flat else 'growing' if change > 0 else 'falling'
 
 
 def judge_augshift(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dict[str, Claim]:

@@ -29,6 +29,7 @@ class Schedule:
   log_every: int
   keep_checkpoints: int
   batch_size: int  # Global batch, for images/s.
+  eval_at: tuple[int, ...] = ()  # Extra evaluation steps (e.g. log-spaced, for curves).
 
 
 @dataclasses.dataclass
@@ -38,6 +39,8 @@ class Outcome:
   last_eval: dict[str, Any] | None = None
   best: dict[str, Any] | None = None
   preempted_at_step: int | None = None
+  evals: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # Every evaluation's
+  # scalars with its step, in order (those before a resume read back from metrics.jsonl).
 
 
 class _Preemption:
@@ -104,7 +107,7 @@ def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
   writer = writers.MetricWriter(workdir, resume_step=start, enabled=lead)
   it = batches(start, s.total)
   preemption = _Preemption()
-  out = Outcome(state)
+  out = Outcome(state, evals=[_scalars(r) for r in writer.rows('test')])
   pending, meta = [], {'config': config}
   timer = time.perf_counter()
   bar = tqdm.tqdm(total=s.total, initial=start, desc=desc, disable=not lead, dynamic_ncols=True)
@@ -121,13 +124,14 @@ def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
         return out
       state, metrics = step_fn(state, next(it))
       pending.append((step, metrics))
-      is_eval = step % s.eval_every == 0 or step == s.total
+      is_eval = step % s.eval_every == 0 or step == s.total or step in s.eval_at
       is_ckpt = step % s.checkpoint_every == 0 or step == s.total
       if step % s.log_every == 0 or is_eval or is_ckpt:
         timer = _flush(pending, writer, bar, timer, s.batch_size)
       if is_eval:
         out.last_eval = dict(evaluate(state), step=step)
         writer.write(step, 'test', out.last_eval)
+        out.evals.append(_scalars(out.last_eval))
         bar.write(f'step {step}: {metric} {out.last_eval[metric]:.4f}')
         if out.best is None or out.last_eval[metric] > out.best[metric]:
           out.best = dict(out.last_eval)
@@ -146,8 +150,15 @@ def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
   out.state = state
   if out.last_eval is None:  # Resumed after the final step: evaluate the restored state.
     out.last_eval = dict(evaluate(state), step=s.total)
+    if not out.evals or out.evals[-1]['step'] != s.total:
+      out.evals.append(_scalars(out.last_eval))
   out.best = out.best or out.last_eval
   return out
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, Any]:
+  """An evaluation's numbers (step included), without lists, dicts and the split."""
+  return {k: v for k, v in row.items() if k != 'split' and isinstance(v, (int, float))}
 
 
 @jax.jit

@@ -55,9 +55,41 @@ def headline(key: str, e: dict[str, Any]) -> str:
           f'{e["right_attack_right_drop"]:.3f}/{e["right_attack_left_drop"]:.3f}.')
 
 
+# Claim -> (its quantity over steps in `claims.location_over_steps` evidence, in words).
+CURVE_QUANTITIES = {
+    'gap_location': ('accuracy', 'GAPNet location accuracy'),
+    'permute_location': ('drop', 'GAPNet minus PermuteNet location accuracy'),
+    'permute_semantic': (None, 'semantic minus location share kept'),
+}
+
+
+def curve_text(key: str, curves: dict[str, Any] | None) -> str | None:
+  """What the claim's quantity did over the evaluated steps, in one sentence; None for a
+  claim judged at the final step only."""
+  if curves is None or key not in curves:
+    return None
+  field, words = CURVE_QUANTITIES[key]
+  evidence = curves[key]['evidence']
+  if field is None:
+    values = [e['semantic_retention'] - e['location_retention']
+              if e['semantic_retention'] is not None and e['location_retention'] is not None
+              else None for e in evidence]
+  else:
+    values = [e[field] for e in evidence]
+  shown = ', '.join(f'{s}: {"n/a" if v is None else f"{v:.3f}"}'
+                    for s, v in zip(curves['steps'], values))
+  holds = sum(curves[key]['holds'])
+  return (f'Over training steps ({shown}) the {words} is {claims_lib.trend(values)}; the rule '
+          f'holds at {holds} of {len(values)} evaluated steps.')
+
+
 def write_report(workdir: str, results: dict[str, Any]) -> str:
   """Writes workdir/REPORT.md (and summary.png) from a suite's results; returns the path."""
   study_figures.save_summary_figure(os.path.join(workdir, 'summary.png'), results)
+  curves = results['claim_curves']
+  if curves is not None:
+    study_figures.save_claim_curves(os.path.join(workdir, 'claim_curves.png'), curves,
+                                    results['config']['claims'])
   claims, timing = results['claims'], results['timing_seconds']
   v = results['versions']
   lines = [
@@ -73,15 +105,22 @@ def write_report(workdir: str, results: dict[str, Any]) -> str:
       '(thresholds: `config.claims` in configs/reproduce.py).', '',
       '![summary](summary.png)', '',
       '| claim | verdict | numbers |', '|---|---|---|']
+  after = ['', 'The location claims over training steps (same runs, their evaluations; '
+           'verdicts are judged at the final step):', '', '![claim curves](claim_curves.png)'
+           ] if curves is not None else []
   for key, claim in claims.items():
     lines.append(f'| `{key}`: {claims_lib.STATEMENTS[key]} | **{claims_lib.verdict(claim)}** | '
                  f'{headline(key, claim["evidence"])} |')
+  lines += after
   shown = set()
   for i, (key, claim) in enumerate(claims.items(), 1):
     study, figures = SECTIONS[key]
     lines += ['', f'## {i}. {claims_lib.STATEMENTS[key]} (`{key}`)', '',
               f'**Verdict: {claims_lib.verdict(claim)}.** {headline(key, claim["evidence"])}', '',
               f'Rule: {claim["rule"]}.']
+    text = curve_text(key, curves)
+    if text:
+      lines += ['', text]
     if study not in shown:
       shown.add(study)
       with open(os.path.join(workdir, study, 'table.md')) as f:

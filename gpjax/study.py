@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import functools
 import itertools
+import math
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import study_figures, writers
+from gpjax import claims, study_figures, writers
 from gpjax.probes import permutation
 from gpjax.tasks import classification
 from gpjax.validate import ConfigError, validate
@@ -205,10 +206,26 @@ def over_seeds(values: Sequence[float]) -> dict[str, Any]:
   return {'values': list(values), 'mean': float(np.mean(values)), 'std': float(np.std(values))}
 
 
+def over_steps(results: Sequence[dict[str, Any]], key: str = 'test_accuracy'
+               ) -> dict[str, Any] | None:
+  """``{'steps', 'values' (seeds x steps), 'mean', 'std'}`` of ``key`` over the evaluations
+  of a cell's runs (their ``curve``), at the steps every run evaluated; None without."""
+  if not all('curve' in r for r in results):
+    return None
+  by_step = [{e['step']: e[key] for e in r['curve'] if key in e} for r in results]
+  steps = sorted(set.intersection(*(set(b) for b in by_step)))
+  if not steps:
+    return None
+  values = np.array([[b[s] for s in steps] for b in by_step])
+  return {'steps': steps, 'values': values.tolist(), 'mean': values.mean(0).tolist(),
+          'std': values.std(0).tolist()}
+
+
 def summarize(runs: Runs, results: Mapping[str, dict[str, Any]], sweep: Sweep | None = None,
               metrics: Mapping[str, dict[str, float]] | None = None) -> dict[str, Any]:
   """Mean and std over seeds of test accuracy (and of each evaluated metric, ``metrics``:
-  run name -> {metric: float}) for every (task, head, padding, grid) and sweep value."""
+  run name -> {metric: float}) for every (task, head, padding, grid) and sweep value; each
+  cell's ``curve`` (`over_steps`) where its runs recorded one."""
   groups: dict[tuple, list[str]] = {}
   for name, run in runs:
     key = (run.task, run.model.head, run.model.padding, run.data.grid)
@@ -222,6 +239,9 @@ def summarize(runs: Runs, results: Mapping[str, dict[str, Any]], sweep: Sweep | 
     num_classes = g * g if key[0] == 'location' else results[names[0]]['num_classes']
     cell = dict(zip(AXES, key), accuracies=accs, mean=float(np.mean(accs)),
                 std=float(np.std(accs)), chance=1.0 / num_classes)
+    curve = over_steps([results[n] for n in names])
+    if curve is not None:
+      cell['curve'] = curve
     if sweep is not None:
       cell['sweep'] = key[4]
     if metrics:
@@ -355,7 +375,8 @@ def layer_rows(runs: Runs,
                summary: dict[str, Any]) -> list[dict[str, Any]]:
   """One row per (task, grid, layer) of `layer_configs`: the PermuteNet's test accuracy (the
   mean over its test orderings) over seeds, its identity-ordering accuracy, and the share of
-  the zero-padding GAPNet's above-chance accuracy it keeps (None without that cell)."""
+  the zero-padding GAPNet's above-chance accuracy it keeps (`claims.retention`; None
+  without that cell or when the GAPNet is near chance)."""
   gapnet = {(c['task'], c['grid']): c for c in summary['cells']
             if c['head'] == 'gapnet' and c['padding'] == 'zero'}
   groups: dict[tuple, list[str]] = {}
@@ -372,9 +393,13 @@ def layer_rows(runs: Runs,
                  'identity_mean': float(np.mean([results[n]['test_accuracy_identity']
                                                  for n in names])),
                  'gapnet_mean': None if ref is None else ref['mean'],
-                 'kept': None if ref is None else
-                 float((mean - chance) / max(ref['mean'] - chance, 1e-9))})
+                 'kept': None if ref is None else _number(
+                     claims.retention(mean, ref['mean'], chance))})
   return rows
+
+
+def _number(x: float) -> float | None:
+  return None if math.isnan(x) else float(x)
 
 
 def layer_table(rows: list[dict[str, Any]]) -> str:
@@ -382,7 +407,8 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
   lines = ['| task | g | layer | PermuteNet | identity ordering | GAPNet | kept |',
            '|---|---|---|---|---|---|---|']
   for r in rows:
-    kept = '' if r['kept'] is None else f'{100 * r["kept"]:.0f}%'
+    kept = ('' if r['gapnet_mean'] is None else 'n/a' if r['kept'] is None else
+            f'{100 * r["kept"]:.0f}%')
     gap = '' if r['gapnet_mean'] is None else f'{100 * r["gapnet_mean"]:.1f}'
     lines.append(f'| {r["task"]} | {r["grid"]} | {r["layer"]} | {100 * r["mean"]:.1f} ± '
                  f'{100 * r["std"]:.1f} (n={len(r["accuracies"])}) | '
@@ -393,7 +419,7 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
                'or of the Dense head (5), zero padding. Test accuracy in %: the mean over the '
                'test orderings (`eval.orderings`), mean ± std over seeds; identity ordering '
                'beside it; kept = (PermuteNet - chance) / (GAPNet - chance), GAPNet with zero '
-               'padding on the same task.')
+               'padding on the same task (n/a: GAPNet less than 10 points above chance).')
   return '\n'.join(lines) + '\n'
 
 

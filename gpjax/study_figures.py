@@ -1,6 +1,6 @@
 """The figures of the studies and of the reproduction report: accuracy.png, layer_protocol.png
-and metrics.png (`gpjax.study`), accuracy_vs_shift.png (`gpjax.augshift_study`) and summary.png
-(`gpjax.report`). Each reads a study's summary dict (its results.json), nothing else.
+and metrics.png (`gpjax.study`), accuracy_vs_shift.png (`gpjax.augshift_study`), summary.png and
+claim_curves.png (`gpjax.report`). Each reads a study's summary dict (its results.json), nothing else.
 """
 
 from typing import Any
@@ -120,6 +120,61 @@ def save_shift_curves(path: str, curves: dict[tuple, list[dict[str, Any]]], fiel
   ax.set_xlabel('column offset of the source on the canvas (px)')
   ax.set_ylabel('test accuracy (%)')
   ax.legend(fontsize=7)
+  _save(fig, path)
+
+
+def save_claim_curves(path: str, curves: dict[str, Any], thresholds: dict[str, Any]) -> None:
+  """The location claims against training steps (`claims.location_over_steps`): each
+  claim's two sides, mean ± std over seeds where the side is an accuracy, and the line the
+  rule needs (dashed); log-scaled steps."""
+  steps = curves['steps']
+  fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+
+  def side(ax, key, std, label, color):
+    e = curves_of[key]
+    mean = np.array([v if v is not None else np.nan for v in e[0]], float) * 100
+    ax.plot(steps, mean, 'o-', color=color, label=label)
+    if std is not None:
+      band = np.array(e[1], float) * 100
+      ax.fill_between(steps, mean - band, mean + band, color=color, alpha=0.2)
+    return mean
+
+  def series(claim, field):
+    return [e[field] for e in curves[claim]['evidence']]
+
+  curves_of = {
+      'gap': (series('gap_location', 'accuracy'), series('gap_location', 'std')),
+      'gapnet': (series('permute_location', 'gapnet'), series('permute_location', 'gapnet_std')),
+      'permutenet': (series('permute_location', 'permutenet'),
+                     series('permute_location', 'permutenet_std')),
+      'semantic': (series('permute_semantic', 'semantic_retention'), None),
+      'location': (series('permute_semantic', 'location_retention'), None)}
+  ax = axes[0]
+  side(ax, 'gap', True, 'GAPNet location', 'C0')
+  ax.plot(steps, [100 * v for v in series('gap_location', 'threshold')], 'k--', lw=1,
+          label='needed')
+  ax.set_title('gap_location', fontsize=9)
+  ax = axes[1]
+  gap = side(ax, 'gapnet', True, 'GAPNet location', 'C0')
+  side(ax, 'permutenet', True, 'PermuteNet location', 'C1')
+  ax.plot(steps, gap - 100 * thresholds['permute_location'], 'k--', lw=1,
+          label='PermuteNet must be below')
+  ax.set_title('permute_location', fontsize=9)
+  ax = axes[2]
+  side(ax, 'semantic', None, 'semantic share kept', 'C2')
+  loc = side(ax, 'location', None, 'location share kept', 'C1')
+  ax.plot(steps, loc + 100 * thresholds['permute_semantic'], 'k--', lw=1,
+          label='semantic must be above')
+  ax.set_title('permute_semantic: (PermuteNet - chance) / (GAPNet - chance)', fontsize=9)
+  for i, ax in enumerate(axes):
+    ax.set_xscale('log')
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.minorticks_off()
+    ax.set_xlabel('training step')
+    ax.set_ylabel('test accuracy (%)' if i < 2 else 'share kept (%)')
+    if i < 2:
+      ax.set_ylim(0, 105)
+    ax.legend(fontsize=7)
   _save(fig, path)
 
 

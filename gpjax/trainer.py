@@ -116,6 +116,11 @@ def schedule(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, in
   return total, eval_every, t.checkpoint_every or eval_every
 
 
+def eval_steps(t: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """``train.eval_at`` ('100,300,1000') as sorted steps: evaluations beside ``eval_every``."""
+  return tuple(sorted({int(v) for v in str(t.eval_at).split(',') if v.strip()}))
+
+
 def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[str, Any]],
              mesh: jax.sharding.Mesh) -> Any:
   """The sums of `p_eval_step` (any pytree) over every evaluation batch, on the host."""
@@ -157,7 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   out = loop.run(
       workdir, state,
       schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every, t.keep_checkpoints,
-                             t.batch_size),
+                             t.batch_size, eval_steps(t)),
       config=config.to_dict(),
       step_fn=lambda state, batch: p_train_step(state, parallel.to_global(mesh, batch)),
       batches=batches, evaluate=run_eval, metric=task.METRIC, desc=task.description(config))
@@ -166,6 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results = {'config': config.to_dict(), 'dataset': info.name,
              'num_classes': task.num_classes(config, info),
              **task.results(config, out.last_eval, out.best, info),
+             'curve': out.evals,
              'num_devices': jax.device_count(), 'num_processes': jax.process_count(),
              'device_kind': jax.devices()[0].device_kind, 'jax_version': jax.__version__}
   if jax.process_index() == 0:

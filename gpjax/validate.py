@@ -77,6 +77,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   at_least('train.weight_decay', t.weight_decay, 0.0, float)
   at_least('train.log_every', t.log_every, 1)
   at_least('train.eval_every', t.eval_every, 0)
+  step_list('train.eval_at', t.eval_at)
   at_least('train.checkpoint_every', t.checkpoint_every, 0)
   at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
   at_least('eval.batch_size', config.eval.batch_size, 1)
@@ -84,6 +85,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   at_least('eval.orderings', config.eval.orderings, 1)
   at_least('eval.ordering_chunk', config.eval.ordering_chunk, 1)
   validate_augshift(config)
+
+
+def step_list(field: str, text: str) -> None:
+  """A comma-separated list of training steps, each an int >= 1 ('' = none)."""
+  for v in str(text).split(','):
+    if v.strip() and not (v.strip().isdigit() and int(v) >= 1):
+      raise ConfigError(f'config.{field}={text!r}: {v.strip()!r} is not a step; give '
+                        "comma-separated integers >= 1, e.g. '100,300,1000', or ''.")
 
 
 def validate_imported(config: ml_collections.ConfigDict) -> None:

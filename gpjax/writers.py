@@ -28,6 +28,14 @@ class MetricWriter:
         f.writelines(rows)
     self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
+  def rows(self, split: str) -> list[dict[str, Any]]:
+    """The rows of ``split`` in metrics.jsonl so far ([] when this process writes none)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r['split'] == split]
+
   def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
       return

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/micro.py, shortened: 20 steps, checkpoints every 5, one evaluation at the
 # end, a train row every step (so that an interrupted run leaves rows after its checkpoint).
 OVERRIDES = {'train.steps': 20, 'train.eval_every': 20, 'train.checkpoint_every': 5,
-             'train.log_every': 1}
+             'train.log_every': 1, 'train.eval_at': '6'}
 TIMEOUT = 240  # Seconds for one run; one takes 10-30 s here.
 
 
@@ -178,6 +178,10 @@ def test_kill_9_then_sigterm_then_rerun_matches_uninterrupted_run(reference, dat
   assert got['steps'] == OVERRIDES['train.steps']
   for key in ('test_accuracy', 'test_loss', 'per_location_accuracy'):
     assert got[key] == pytest.approx(want[key], rel=1e-5), key
+  # The curve spans the restarts: the step-6 evaluation, made before them, is read back.
+  assert [e['step'] for e in got['curve']] == [e['step'] for e in want['curve']] == [6, 20]
+  for e, f in zip(got['curve'], want['curve']):
+    assert e == pytest.approx(f, rel=1e-5)
 
 
 # Runs gpjax.main with checkpoint.save wrapped to send this process SIGTERM right

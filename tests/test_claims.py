@@ -108,3 +108,46 @@ def test_attack_claims():
   # Top-N only 1.5x the random drop; the right attack hurts the left half more.
   fails = claims.judge_attack(_segmentation(0.5, 0.47, 0.48, (0.4, 0.49), (0.45, 0.48)), t)
   assert not fails['overall_attack']['holds'] and not fails['region_attack']['holds']
+
+
+def _with_curves(summary, curves):
+  """Gives each cell of ``summary`` a curve over steps 10, 100 (two seeds alike)."""
+  for c in summary['cells']:
+    values = curves[(c['task'], c['head'], c['padding'])]
+    c['curve'] = {'steps': [10, 100], 'values': [values, values], 'mean': values,
+                  'std': [0.0, 0.0]}
+  return summary
+
+
+def test_location_claims_over_steps_judge_each_evaluation():
+  """Each step is judged by the same rules as the final numbers: here GAPNet learns location
+  by step 100, PermuteNet stays low, and the semantic share overtakes the location one."""
+  summary = _with_curves(_location(1.0, 0.2, 0.9, 0.7), {
+      ('location', 'gapnet', 'zero'): [0.3, 1.0], ('location', 'permutenet', 'zero'): [0.2, 0.2],
+      ('semantic', 'gapnet', 'zero'): [0.5, 0.9], ('semantic', 'permutenet', 'zero'): [0.3, 0.7],
+      ('location', 'gapnet', 'circular'): [0.1, 0.12]})
+  out = claims.location_over_steps(summary, _thresholds())
+  assert out['steps'] == [10, 100]
+  assert out['gap_location']['holds'] == [False, True]
+  assert out['permute_location']['holds'] == [False, True]
+  assert [e['drop'] for e in out['permute_location']['evidence']] == pytest.approx([0.1, 0.8])
+  # Step 10: GAPNet location 0.3 is more than 10 points above chance, so shares exist.
+  e = out['permute_semantic']['evidence']
+  assert e[0]['semantic_retention'] == pytest.approx(0.2 / 0.4)
+  assert e[1]['location_retention'] == pytest.approx((0.2 - 1 / 9) / (1 - 1 / 9))
+  # The last step equals the final verdicts, which read the same numbers.
+  final = claims.judge_location(summary, _thresholds())
+  for key in final:
+    assert out[key]['holds'][-1] == final[key]['holds'], key
+  assert claims.trend([e['accuracy'] for e in out['gap_location']['evidence']]) == 'growing'
+
+
+def test_location_over_steps_needs_every_cell_curve():
+  summary = _location(1.0, 0.2, 0.9, 0.7)
+  assert claims.location_over_steps(summary, _thresholds()) is None
+
+
+@pytest.mark.parametrize('values, word', [([0.1, 0.5], 'growing'), ([0.5, 0.1], 'falling'),
+                                          ([0.5, 0.505], 'flat'), ([None, 0.5], 'not measurable')])
+def test_trend(values, word):
+  assert claims.trend(values) == word

@@ -97,6 +97,12 @@ def test_micro_run_learns_location(micro_run, data_dir):
   np.testing.assert_allclose(per_location @ counts / counts.sum(), accuracy, rtol=1e-6)
   # Each cell's accuracy is a whole number of correct canvases over its count.
   np.testing.assert_allclose(per_location * counts, np.round(per_location * counts), atol=1e-3)
+  # results.json's curve is the evaluations of metrics.jsonl, their scalars.
+  test_rows = [r for r in read_rows(workdir) if r['split'] == 'test']
+  assert on_disk['curve'] == [{k: v for k, v in r.items() if isinstance(v, (int, float))}
+                              for r in test_rows]
+  assert [e['step'] for e in on_disk['curve']] == [15, 30]
+  assert on_disk['curve'][-1]['test_accuracy'] == accuracy
 
 
 def test_micro_run_metrics_and_files(micro_run):
@@ -228,8 +234,8 @@ def test_permutenet_tested_under_orderings(data_dir, tmp_path, layer):
   from gpjax import runs
   from gpjax.probes import permutation
   config = micro_config(data_dir, model__head='permutenet', model__permute_layer=layer,
-                        train__steps=10, train__eval_every=10, eval__orderings=5,
-                        eval__ordering_chunk=2)
+                        train__steps=10, train__eval_every=10, train__eval_at='4',
+                        eval__orderings=5, eval__ordering_chunk=2)
   results = classification.train_and_evaluate(config, str(tmp_path))
   probe = permutation_probe.get_config()
   probe.probe.seed, probe.probe.num_orderings = config.eval.seed, 1 + config.eval.orderings
@@ -248,9 +254,11 @@ def test_permutenet_tested_under_orderings(data_dir, tmp_path, layer):
   np.testing.assert_allclose(results['per_location_accuracy'],
                              np.mean(probed['per_location_accuracy_per_ordering'][1:], 0),
                              rtol=1e-6)
-  assert results['best_test_accuracy'] == results['test_accuracy']  # One evaluation.
-  # The orderings differ, so the accuracies do too (a tiny 10-step network).
-  assert len(set(per_ordering[1:].round(6))) > 1
+  # The curve: both evaluations (train.eval_at and the final one), the best of them kept.
+  assert [e['step'] for e in results['curve']] == [4, 10]
+  assert results['curve'][-1]['test_accuracy'] == results['test_accuracy']
+  assert results['curve'][-1]['test_accuracy_identity'] == results['test_accuracy_identity']
+  assert results['best_test_accuracy'] == max(e['test_accuracy'] for e in results['curve'])
 
 
 def test_unpermuted_heads_report_one_accuracy(micro_run):

@@ -107,6 +107,12 @@ def test_report_agrees_with_results(suite):
   figures = re.findall(r'!\[[^]]*\]\(([^)]+)\)', report)
   assert 'summary.png' in figures and 'location/accuracy.png' in figures
   assert 'segmentation/curves.png' in figures and 'augshift/metrics.png' in figures
+  assert 'claim_curves.png' in figures and 'location/layer_protocol.png' in figures
+  # The curves: the micro suite evaluates at step 6 and at its last step, 12.
+  curves = results['claim_curves']
+  assert curves['steps'] == [6, 12]
+  assert curves['gap_location']['holds'][-1] == results['claims']['gap_location']['holds']
+  assert report.count('Over training steps (6: ') == 3  # The three location claims.
   for figure in figures:
     assert (workdir / figure).stat().st_size > 1000, figure
   assert results['command'] in report

@@ -209,3 +209,15 @@ def test_segment_study_grid_is_the_seeds():
   config.study.seeds = 0
   with pytest.raises(ConfigError, match='study.seeds'):
     segment_study.validate_study(config)
+
+
+def test_over_steps_averages_the_curves_at_common_steps():
+  """A cell's curve: mean and std over seeds at the steps every run evaluated."""
+  runs = [{'curve': [{'step': 5, 'test_accuracy': 0.2}, {'step': 10, 'test_accuracy': 0.6}]},
+          {'curve': [{'step': 5, 'test_accuracy': 0.4}, {'step': 7, 'test_accuracy': 0.5},
+                     {'step': 10, 'test_accuracy': 0.8}]}]
+  curve = study.over_steps(runs)
+  assert curve['steps'] == [5, 10]
+  assert curve['values'] == [[0.2, 0.6], [0.4, 0.8]]
+  assert curve['mean'] == pytest.approx([0.3, 0.7]) and curve['std'] == pytest.approx([0.1, 0.1])
+  assert study.over_steps(runs + [{'test_accuracy': 0.5}]) is None  # A run without a curve.

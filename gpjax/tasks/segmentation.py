@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from gpjax import metrics, parallel, trainer
+from gpjax import metrics, parallel, trainer, validate
 from gpjax.data import batching, canvas, examples, segmentation
 from gpjax.models.deeplab import BACKBONES, DeepLabV3
 from gpjax.models.padding import PADDINGS
@@ -167,5 +167,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     at_least(f'train.{field}', t[field], 1)
   for field in ('eval_every', 'checkpoint_every'):
     at_least(f'train.{field}', t[field], 0)
+  validate.step_list('train.eval_at', t.eval_at)
   at_least('eval.batch_size', config.eval.batch_size, 1)
   at_least('eval.num_examples', config.eval.num_examples, 0)
