@@ -14,7 +14,11 @@ distance and mean accuracy over column offsets, mean ± std over seeds), metrics
 against lambda), accuracy_vs_shift.png, accuracy.png and results.json; each run's
 measurements in runs/<name>/invariance/.
 
-Baseline = lambda 0: the same two copies, steps and batch, only the MSE term off.
+Baselines: standard training (``augshift.copies = 1``: one canvas per image, placed as
+AugShift's first copy, cross-entropy only; the method's baseline, what the claim is judged
+against) and lambda 0 (the same two copies, steps and batch, only the MSE term off: the
+loss's own share). Consistency is measured on the shifts AugShift trains for: two
+independent uniform pixel placements of the source on the canvas.
 
 Measured (CPU size, 9 runs, 860 s wall on 2 shared cores; mean ± std over 3 seeds):
 
@@ -55,7 +59,8 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.study.seeds = z['seeds']  # Seeds per lambda: base.seed, base.seed + 1, ...
   config.study.probe_heads = ''  # No permutation probes in this study.
   config.study.sweep_field = 'augshift.weight'  # The extra grid axis: a training-config field.
-  config.study.sweep_values = z['weights']  # lambdas (comma-separated); 0 = the baseline.
+  config.study.sweep_values = z['weights']  # lambdas (comma-separated); 0 = the two-copy baseline.
+  config.study.standard_baseline = True  # Also standard training: copy 1 alone, CE only.
 
   config.base = augshift.get_config()  # Training config of each run (AugShift on).
   config.base.data.name = z['data']  # Built-in digits (CPU) or CIFAR-10 (GPU).

@@ -74,6 +74,7 @@ def get_config(variant: str = 'train') -> ml_collections.ConfigDict:
   config.augshift.weight = 0.0  # lambda on MSE(z1, z2), z = GAP latent; 0 = two-copy baseline.
   config.augshift.placement = 'pixel'  # Copies at random pixel offsets ('pixel') or cells ('cell').
   config.augshift.max_shift = 0  # 'pixel': max per-axis distance of copy 2 from copy 1; 0 = any.
+  config.augshift.copies = 2  # 2 = the pairs; 1 = standard training on copy 1 alone (CE only).
 
   if variant == 'imported':
     config.source = ml_collections.ConfigDict()

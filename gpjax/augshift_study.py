@@ -26,8 +26,21 @@ def sweep(config: ml_collections.ConfigDict) -> study.Sweep:
 
 
 def runs(config: ml_collections.ConfigDict) -> study.Runs:
-  """The grid: task x head x padding x grid x lambda x seed."""
-  return study.run_configs(config, sweep(config))
+  """The grid (task x head x padding x grid x lambda x seed), then `standard_runs`."""
+  return study.run_configs(config, sweep(config)) + standard_runs(config)
+
+
+def standard_runs(config: ml_collections.ConfigDict) -> study.Runs:
+  """Standard training for each cell and seed (``augshift.copies = 1``, lambda 0), named
+  ``<task>_<head>_<padding>_g<g>_standard_s<seed>``; none without ``study.standard_baseline``."""
+  if not config.study.standard_baseline:
+    return []
+  out = []
+  for name, run in study.run_configs(config):
+    run.augshift.copies, run.augshift.weight = 1, 0.0
+    head, _, seed = name.rpartition('_s')
+    out.append((f'{head}_standard_s{seed}', run))
+  return out
 
 
 def validate_study(config: ml_collections.ConfigDict) -> None:
@@ -54,20 +67,26 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
               progress: study.Progress | None = None) -> dict[str, Any]:
   """Trains and measures every run not finished yet; writes the study's files."""
   validate_study(config)
-  grid, (field, _) = runs(config), sweep(config)
-  outcome = study.run_grid(grid, workdir, classification.train_and_evaluate,
+  grid, standard, (field, _) = study.run_configs(config, sweep(config)), standard_runs(config), \
+      sweep(config)
+  outcome = study.run_grid(grid + standard, workdir, classification.train_and_evaluate,
                            {'invariance': functools.partial(measure, config)}, progress)
   if outcome.preempted is not None:
     return outcome.preempted
   measured = outcome.evaluations['invariance']
-  summary = study.summarize(grid, outcome.results, sweep(config), {
-      name: {m: float(r[m]) for m in METRICS} for name, r in measured.items()})
-  curves = {}  # (head, padding, lambda) -> each seed's accuracy vs shift.
-  for name, run in grid:
-    key = (run.model.head, run.model.padding, study.config_field(run, field))
-    curves.setdefault(key, []).append(measured[name]['accuracy_vs_shift'])
-  study.write_outputs(workdir, summary, study.markdown_table(summary) + '\n' +
-                      study.metric_table(summary), {
+  metrics = {name: {m: float(r[m]) for m in METRICS} for name, r in measured.items()}
+  summary = study.summarize(grid, outcome.results, sweep(config), metrics)
+  table = study.markdown_table(summary) + '\n' + study.metric_table(summary)
+  if standard:
+    summary['standard'] = study.summarize(standard, outcome.results, metrics=metrics)['cells']
+    table += ('\nStandard training (one canvas per image, placed as copy 1, cross-entropy '
+              'only):\n\n' + study.metric_table({'cells': summary['standard']}))
+  curves = {}  # (head, padding, lambda or 'standard') -> each seed's accuracy vs shift.
+  for name, run in grid + standard:
+    value = 'standard' if run.augshift.copies == 1 else study.config_field(run, field)
+    curves.setdefault((run.model.head, run.model.padding, value), []).append(
+        measured[name]['accuracy_vs_shift'])
+  study.write_outputs(workdir, summary, table, {
       'accuracy.png': functools.partial(study_figures.save_accuracy_figure, summary=summary),
       'metrics.png': functools.partial(study_figures.save_metric_figure, summary=summary),
       'accuracy_vs_shift.png': functools.partial(study_figures.save_shift_curves,

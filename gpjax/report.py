@@ -40,12 +40,15 @@ def headline(key: str, e: dict[str, Any]) -> str:
             f'and {_pct(e["location_retention"])} of the location accuracy; drops '
             f'{100 * e["semantic_drop"]:.1f} vs {100 * e["location_drop"]:.1f} points.')
   if key == 'augshift':
-    b, a = e['baseline'], e['augshift']
-    return (f'lambda = {e["weight"]:g} vs 0: consistency {_pct(a["consistency"])} vs '
-            f'{_pct(b["consistency"])} (gain {100 * e["consistency_gain"]:+.1f} points), location '
-            f'readout {_pct(a["readout_accuracy"])} vs {_pct(b["readout_accuracy"])}, latent '
-            f'distance {a["latent_distance"]:.3f} vs {b["latent_distance"]:.3f}, test accuracy '
-            f'{_pct(a["test_accuracy"])} vs {_pct(b["test_accuracy"])}.')
+    b, a = e.get('standard', e['baseline']), e['augshift']
+    zero = (f'; lambda = 0 (the loss\'s own share): consistency '
+            f'{_pct(e["baseline"]["consistency"])}, gain {100 * e["loss_gain"]:+.1f} points'
+            if 'standard' in e else '')
+    return (f'lambda = {e["weight"]:g} vs {e["against"]}: consistency {_pct(a["consistency"])} '
+            f'vs {_pct(b["consistency"])} (gain {100 * e["consistency_gain"]:+.1f} points), '
+            f'location readout {_pct(a["readout_accuracy"])} vs {_pct(b["readout_accuracy"])}, '
+            f'latent distance {a["latent_distance"]:.3f} vs {b["latent_distance"]:.3f}, test '
+            f'accuracy {_pct(a["test_accuracy"])} vs {_pct(b["test_accuracy"])}{zero}.')
   if key == 'overall_attack':
     return (f'N = {e["n"]} of {e["num_channels"]} channels: whole-image mIoU {e["clean"]:.3f} '
             f'clean, {e["top_overall"]:.3f} top-N overall (drop {e["top_drop"]:.3f}), '

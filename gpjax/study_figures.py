@@ -109,12 +109,14 @@ def save_metric_figure(path: str, summary: dict[str, Any]) -> None:
 
 def save_shift_curves(path: str, curves: dict[tuple, list[dict[str, Any]]], field: str) -> None:
   """Accuracy vs column offset, mean over seeds (band = std), one line per (head, padding,
-  value) of ``curves``: (head, padding, value) -> each seed's ``accuracy_vs_shift``."""
+  value) of ``curves``: (head, padding, value) -> each seed's ``accuracy_vs_shift``; a
+  string value (e.g. 'standard') names its line by itself."""
   fig, ax = plt.subplots(figsize=(6.4, 4))
   for (head, padding, value), runs in curves.items():
     x = [o[1] for o in runs[0]['offsets']]
     acc = 100 * np.array([r['accuracy'] for r in runs])
-    line, = ax.plot(x, acc.mean(0), marker='o', ms=3, label=f'{head} {padding} {field}={value}')
+    label = f'{head} {padding} ' + (value if isinstance(value, str) else f'{field}={value}')
+    line, = ax.plot(x, acc.mean(0), marker='o', ms=3, label=label)
     ax.fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.15,
                     color=line.get_color())
   ax.set_xlabel('column offset of the source on the canvas (px)')
@@ -211,12 +213,12 @@ def save_summary_figure(path: str, results: dict[str, Any]) -> None:
   ax.legend(fontsize=8)
 
   ax = axes[2]
-  cells = sorted(aug['cells'], key=lambda c: c['sweep'])
+  cells = aug.get('standard', []) + sorted(aug['cells'], key=lambda c: c['sweep'])
   x = np.arange(len(cells))
   for j, metric in enumerate(('consistency', 'readout_accuracy')):
     ax.bar(x + (j - 0.5) * 0.38, [100 * c['metrics'][metric]['mean'] for c in cells], 0.38,
            yerr=[100 * c['metrics'][metric]['std'] for c in cells], capsize=3, label=metric)
-  ax.set_xticks(x, [f'lambda={c["sweep"]:g}' for c in cells])
+  ax.set_xticks(x, [f'lambda={c["sweep"]:g}' if 'sweep' in c else 'standard' for c in cells])
   ax.set_ylim(0, 105)
   ax.set_ylabel('%')
   ax.set_title('AugShift: shift consistency, location readout', fontsize=9)

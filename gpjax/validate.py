@@ -114,6 +114,10 @@ def validate_augshift(config: ml_collections.ConfigDict) -> None:
   at_least('augshift.weight', a.weight, 0.0, float)
   one_of('augshift.placement', a.placement, PLACEMENTS)
   at_least('augshift.max_shift', a.max_shift, 0)
+  one_of('augshift.copies', a.copies, (1, 2))
+  if a.copies == 1 and a.weight:
+    raise ConfigError(f'config.augshift.weight={a.weight!r} needs config.augshift.copies=2: '
+                      'with one copy per image there is no second latent to match.')
   if a.placement == 'cell' and a.max_shift:
     raise ConfigError(f'config.augshift.max_shift={a.max_shift!r} needs '
                       "config.augshift.placement='pixel': cell placements are whole cells apart.")

@@ -254,6 +254,36 @@ def test_augshift_step_values(setup):
                             variables['params']['head']['kernel'])
 
 
+def test_standard_baseline_step_is_cross_entropy_on_copy_one(setup):
+  """augshift.copies = 1: the step's loss is CE of the first shifted copy alone (the
+  standard baseline), its batch B canvases, not 2B; lambda must be 0."""
+  src, info = setup
+  mesh = parallel.make_mesh()
+  batch = batching.host_batch(src, 0, global_batch_size=8, seed=0)
+  config = _config(enabled=True, weight=0.0, copies=1)
+  model, tx, step = _runner_step(classification.train_step, config, info, mesh)
+  state = _init(config, info, mesh, model, tx)
+  variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
+  _, metrics = step(state, parallel.to_global(mesh, batch))
+  metrics = jax.device_get(metrics)
+
+  @jax.jit
+  def by_hand(variables, batch):
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 0), 0)
+    xa, _, labels = examples.make_shifted_pairs(key, batch, config, info, flip=True)
+    (logits, _), _ = model.clone(bn_axis_name=None).apply(variables, xa, train=True,
+                                                           mutable=['batch_stats'])
+    return logits, labels
+
+  logits, labels = jax.device_get(by_hand(variables, batch))
+  assert set(metrics) == {'loss', 'accuracy'}
+  assert metrics['loss'] == pytest.approx(_ce(logits, labels), rel=1e-5)
+  assert metrics['accuracy'] == pytest.approx(np.mean(np.argmax(logits, -1) == labels))
+  config.augshift.weight = 1.0
+  with pytest.raises(ConfigError, match=r'augshift.weight=1.0 needs config.augshift.copies=2'):
+    validate(config)
+
+
 def _train_step_before_augshift(state, batch, *, model, tx, config, info):
   """`classification.train_step` as it was before AugShift, verbatim."""
   key = jax.random.fold_in(jax.random.key(config.seed), state.step)

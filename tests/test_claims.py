@@ -91,6 +91,27 @@ def test_augshift_reads_the_configured_lambda(aug, holds):
   assert out['evidence']['augshift']['consistency'] == aug
 
 
+def test_augshift_is_judged_against_standard_training():
+  """With standard runs the gain is over them; the gain over lambda 0 (the loss's own share)
+  is reported beside it and does not decide."""
+  def standard(consistency):
+    cell = _augshift(0.0, 0.0)['cells'][0]
+    cell['metrics']['consistency']['mean'] = consistency
+    del cell['sweep']
+    return cell
+
+  for std, holds in ((0.80, True), (0.81, False)):
+    summary = _augshift(0.70, 0.815)
+    summary['standard'] = [standard(std)]
+    out = claims.judge_augshift(summary, _thresholds())['augshift']
+    assert out['holds'] is holds
+    assert out['evidence']['against'] == 'standard training'
+    assert out['evidence']['consistency_gain'] == pytest.approx(0.815 - std)
+    assert out['evidence']['loss_gain'] == pytest.approx(0.815 - 0.70)
+    assert out['evidence']['standard']['consistency'] == std
+    assert 'standard training' in out['rule']
+
+
 def _segmentation(clean, top, rand, left, right):
   row = lambda whole, l, r: {'mean': {'whole': whole, 'left': l, 'center': whole, 'right': r}}
   return {'table_count': 25, 'num_channels': 256,

@@ -183,10 +183,16 @@ def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
     writers.write_json(os.path.join(out_dir, 'results.json'), result)
     return result
 
-  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', fake_train([]))
+  trained = []
+  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', fake_train(trained))
   monkeypatch.setattr(invariance, 'run', fake_measure)
   summary = augshift_study.run_study(config, str(tmp_path))
-  assert summary['sweep_field'] == 'augshift.weight' and len(summary['evaluations']) == 4
+  # 2 lambdas x 2 seeds, then standard training (one copy, lambda 0) for each seed.
+  assert trained[4:] == [f'semantic_linear_zero_g3_standard_s{s}' for s in range(2)]
+  assert summary['sweep_field'] == 'augshift.weight' and len(summary['evaluations']) == 6
+  (standard,) = summary['standard']
+  assert standard['metrics']['consistency']['values'] == pytest.approx([0.5, 0.51])
+  assert 'Standard training (one canvas per image' in (tmp_path / 'table.md').read_text()
   assert set(summary['evaluations']['semantic_linear_zero_g3_weight1_s1']) == set(
       augshift_study.METRICS)
   assert summary['cells'][1]['metrics']['consistency']['values'] == pytest.approx([0.6, 0.61])

@@ -59,8 +59,14 @@ def train_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
   key = jax.random.fold_in(jax.random.key(state.seed), state.step)
   images, labels, _ = examples.make_examples(jax.random.fold_in(key, 0), batch, config, info,
                                              flip=config.data.flip)
-  ordering = _step_ordering(key, model, config)
+  return cross_entropy_step(state, images, labels, _step_ordering(key, model, config),
+                            model=model, tx=tx)
 
+
+def cross_entropy_step(state: trainer.TrainState, images: jax.Array, labels: jax.Array,
+                       ordering: jax.Array | None, *, model: Classifier,
+                       tx: optax.GradientTransformation) -> tuple[trainer.TrainState, Metrics]:
+  """One cross-entropy step on this device's images (B, H, W, C) and labels (B,)."""
   def loss_fn(params):
     (logits, _), updates = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
@@ -113,12 +119,16 @@ def augshift_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
                   tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
                   info: input_pipeline.DatasetInfo) -> tuple[trainer.TrainState, Metrics]:
   """`train_step` with ``config.augshift.enabled``: both copies go through the
-  network as one batch of 2B (BatchNorm statistics over both), `augshift_loss`."""
+  network as one batch of 2B (BatchNorm statistics over both), `augshift_loss`. With
+  ``augshift.copies = 1`` (standard training, AugShift's baseline) only copy 1 does,
+  with its cross-entropy alone: the same placements, no second copy, no MSE."""
   key = jax.random.fold_in(jax.random.key(state.seed), state.step)
   images_a, images_b, labels = examples.make_shifted_pairs(
       jax.random.fold_in(key, 0), batch, config, info, flip=config.data.flip)
   ordering = _step_ordering(key, model, config)  # Shared by both copies.
   n = labels.shape[0]
+  if config.augshift.copies == 1:
+    return cross_entropy_step(state, images_a, labels, ordering, model=model, tx=tx)
 
   def loss_fn(params):
     (logits, feats), updates = model.apply(
