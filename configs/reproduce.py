@@ -32,20 +32,23 @@ DESCRIPTIONS = {
 
 # Per suite: the location/semantic grid (paddings, seeds, steps), probe orderings, the
 # PermuteNet layers of the paper's layer protocol, the orderings PermuteNets are tested with,
-# the extra evaluation steps of the curves,
+# the extra evaluation steps of the curves, the heads trained on the plain image (g=1),
 # AugShift lambdas, segmentation training steps and the attack's N (steps None: the
 # paper suite keeps its configs' epochs).
 _SIZES = {
     'micro': dict(paddings='zero', seeds=1, steps=12, probe_layers='4,5', orderings=4,
                   layer_protocol='4,5', eval_orderings=4, eval_at='6',
+                  plain_heads='gapnet,permutenet',
                   weights='0,1', aug_seeds=1, aug_steps=12, seg_size='tiny', seg_seeds=1,
                   counts='0,2,8', table_count=8),
     'quick': dict(paddings='zero,circular,none', seeds=2, steps=200, probe_layers='1,2,3,4,5',
                   layer_protocol='1,3,5', eval_orderings=16, eval_at='25,50,100',
+                  plain_heads='gapnet,permutenet',
                   orderings=16, weights='0,1', aug_seeds=2, aug_steps=200, seg_size='cpu',
                   seg_seeds=2, seg_steps=200, counts='0,25,50,100', table_count=25),
     'paper': dict(paddings='zero,circular,reflect,replicate,partial,none', seeds=3, steps=None,
                   layer_protocol='1,2,3,4,5', eval_orderings=64, eval_at='100,300',
+                  plain_heads='gapnet,permutenet,linear',
                   aug_steps=None, probe_layers='1,2,3,4,5', orderings=1024,
                   weights='0,0.1,1,10', aug_seeds=3, seg_size='gpu', seg_seeds=3, counts='0,25,50,100,200,400', table_count=100),
 }
@@ -90,6 +93,7 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   loc.study.probe_layers = z['probe_layers']
   loc.probe.probe.num_orderings = z['orderings']
   loc.study.layer_protocol = z['layer_protocol']
+  loc.study.plain_heads = z['plain_heads']
   loc.base.eval.orderings = z['eval_orderings']
   _shorten(loc.base, suite, z['steps'], batch_size=16, eval_at=z['eval_at'])
 

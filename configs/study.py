@@ -42,6 +42,7 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.study.grids = z['grids']  # Canvas grids g (comma-separated).
   config.study.seeds = z['seeds']  # Seeds per cell: base.seed, base.seed + 1, ...
   config.study.layer_protocol = '1,2,3,4,5'  # PermuteNet layers trained+tested ('' = none).
+  config.study.plain_heads = 'gapnet,permutenet,linear'  # Semantic on the plain image (g=1).
   config.study.probe_heads = 'linear'  # Unpermuted heads probed with random orderings ('' = none).
   config.study.probe_paddings = 'zero'  # Paddings of the probed runs.
   config.study.probe_layers = '1,2,3,4,5'  # Layers probed (input of stage 1..4, 5 = pooled).

@@ -76,6 +76,13 @@ def judge_location(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dic
                   semantic_chance=sem_gap['chance'], location_chance=chance)
   evidence.update({f'probe_{r["task"]}_layer{r["layer"]}_retained': r['retained']
                    for r in summary.get('probes', []) if r['grid'] == g})
+  plain = {c['head']: c for c in summary['cells']
+           if (c['task'], c['padding'], c['grid']) == ('semantic', 'zero', 1)}
+  if 'gapnet' in plain and 'permutenet' in plain:  # Beside the rule: the plain image (g=1).
+    evidence.update(plain_gapnet=plain['gapnet']['mean'],
+                    plain_permutenet=plain['permutenet']['mean'],
+                    plain_retention=retention(plain['permutenet']['mean'], plain['gapnet']['mean'],
+                                              plain['gapnet']['chance']))
   out['permute_semantic'] = dict(
       holds=not math.isnan(margin) and margin >= t.permute_semantic,
       rule='PermuteNet keeps a larger share of the above-chance accuracy on the semantic task '

@@ -38,7 +38,10 @@ def headline(key: str, e: dict[str, Any]) -> str:
     return (f'PermuteNet keeps {_pct(e["semantic_retention"])} of the above-chance semantic '
             f'accuracy ({_pct(e["semantic_permutenet"])} vs GAPNet {_pct(e["semantic_gapnet"])}) '
             f'and {_pct(e["location_retention"])} of the location accuracy; drops '
-            f'{100 * e["semantic_drop"]:.1f} vs {100 * e["location_drop"]:.1f} points.')
+            f'{100 * e["semantic_drop"]:.1f} vs {100 * e["location_drop"]:.1f} points.' + (
+                f' On the plain image (g=1): PermuteNet {_pct(e["plain_permutenet"])} vs GAPNet '
+                f'{_pct(e["plain_gapnet"])}, a share of {_pct(e["plain_retention"])} kept.'
+                if 'plain_retention' in e else ''))
   if key == 'augshift':
     b, a = e.get('standard', e['baseline']), e['augshift']
     zero = (f'; lambda = 0 (the loss\'s own share): consistency '

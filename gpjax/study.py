@@ -92,7 +92,8 @@ def _sweep_label(sweep: Sweep, value: Any) -> str:
 def run_configs(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -> Runs:
   """The classification grid of ``config.study``: task x (head, padding) x grid x seed,
   named ``<task>_<head>_<padding>_g<g>_s<seed>``; with a ``sweep``, every value of its
-  field for each cell (named ``..._g3_weight0.1_s0``)."""
+  field for each cell (named ``..._g3_weight0.1_s0``); without, the semantic task on the
+  plain image (grid 1, zero padding) for each of ``study.plain_heads``."""
   s = config.study
   tasks, grids = parse_list('study.tasks', s.tasks), parse_list('study.grids', s.grids, int)
   pairs = list(itertools.product(parse_list('study.heads', s.heads),
@@ -110,6 +111,10 @@ def run_configs(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -
       fields[sweep[0]] = value
       label = _sweep_label(sweep, value) + '_'
     cells.append((f'{task}_{head}_{padding}_g{g}_{label}s{{seed}}', fields))
+  if s.plain_heads and sweep is None:  # The semantic task on the source image alone.
+    cells += [(f'semantic_{head}_zero_g1_s{{seed}}',
+               {'task': 'semantic', 'model.head': head, 'model.padding': 'zero', 'data.grid': 1})
+              for head in parse_list('study.plain_heads', s.plain_heads)]
   return grid(config.base, cells, s.seeds)
 
 

@@ -172,3 +172,16 @@ def test_location_over_steps_needs_every_cell_curve():
                                           ([0.5, 0.505], 'flat'), ([None, 0.5], 'not measurable')])
 def test_trend(values, word):
   assert claims.trend(values) == word
+
+
+def test_plain_image_numbers_beside_the_semantic_rule():
+  """Grid-1 semantic cells give the plain image's share; they do not enter the rule."""
+  summary = _location(1.0, 0.2, 0.9, 0.3)
+  before = claims.judge_location(summary, _thresholds())['permute_semantic']
+  summary['cells'] += [_cell('semantic', 'gapnet', 0.95, grid=1, chance=0.1),
+                       _cell('semantic', 'permutenet', 0.6, grid=1, chance=0.1)]
+  after = claims.judge_location(summary, _thresholds())['permute_semantic']
+  assert after['holds'] == before['holds']
+  e = after['evidence']
+  assert e['plain_permutenet'] == 0.6 and e['plain_gapnet'] == 0.95
+  assert e['plain_retention'] == pytest.approx(0.5 / 0.85)

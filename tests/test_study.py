@@ -40,7 +40,11 @@ def test_grid_sets_fields_and_seeds_cell_major():
 def test_location_grid_names_and_probe_cells():
   config = study_config.get_config()
   runs = study.run_configs(config)
-  assert runs[0][0] == 'location_gapnet_zero_g3_s0' and len(runs) == 78
+  assert runs[0][0] == 'location_gapnet_zero_g3_s0' and len(runs) == 87
+  plain = [n for n, r in runs if r.data.grid == 1]  # The semantic task on the plain image.
+  assert plain == [f'semantic_{h}_zero_g1_s{s}' for h in ('gapnet', 'permutenet', 'linear')
+                   for s in range(3)]
+  runs = [(n, r) for n, r in runs if r.data.grid == 3]
   linear = [n for n, _ in runs if '_linear_' in n]  # Only the probed padding is added.
   assert linear == [f'{t}_linear_zero_g3_s{s}' for t in ('location', 'semantic') for s in range(3)]
   results = {n: {'test_accuracy': 0.5, 'num_classes': 10} for n, _ in runs}
@@ -120,7 +124,7 @@ def test_location_study_probes_only_unpermuted_runs(monkeypatch, tmp_path):
   config = study_config.get_config()
   config.study.tasks, config.study.paddings, config.study.seeds = 'location', 'zero', 2
   config.study.probe_layers = '4,5'
-  config.study.layer_protocol = ''
+  config.study.layer_protocol, config.study.plain_heads = '', ''
   probed = []
 
   def fake_probe(probe, out_dir):
@@ -148,6 +152,7 @@ def test_layer_protocol_trains_permutenets_per_layer(monkeypatch, tmp_path):
   config = study_config.get_config()
   config.study.tasks, config.study.paddings, config.study.seeds = 'location,semantic', 'zero', 2
   config.study.probe_heads, config.study.layer_protocol = '', '2,5'
+  config.study.plain_heads = ''
   trained = []
   monkeypatch.setattr(study.classification, 'train_and_evaluate', fake_train(trained))
   summary = study.run_study(config, str(tmp_path))
