@@ -11,8 +11,9 @@ decay, weight decay 1e-4, backbone rate x0.1, batch 16), 30k steps.
 ``tiny`` is for the end-to-end tests (seconds).
 
 For Cityscapes (prepared in the tfds data dir): ``--config.data.name=cityscapes
---config.data.crop_height=513 --config.data.crop_width=513 --config.data.flip=True``
-(the official training crops and flips).
+--config.data.crop_height=513 --config.data.crop_width=513 --config.data.flip=True
+--config.data.color_jitter=0.5`` (the official training crops, flips and
+ColorJitter).
 
 Writes results.json with test_miou (mean IoU over classes, ignore label 255),
 per-class IoU and the best mIoU. Expected: the CPU size reaches a test mIoU well
@@ -37,7 +38,7 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   z = _SIZES[size]
   config = ml_collections.ConfigDict()
   config.job = 'segment'  # What gpjax.main runs with this config (see gpjax.main.JOBS).
-  config.seed = 0  # Drives init, data order, crops, flips and dropout.
+  config.seed = 0  # Drives init, data order, crops, colour jitter, flips and dropout.
 
   config.data = ml_collections.ConfigDict()
   config.data.name = z['name']  # gpjax_street[/large] (built in), cityscapes, voc/2012.
@@ -48,6 +49,9 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.data.crop_width = 0
   config.data.flip = False  # Random horizontal flips (official: on). Off here: the built-in
   # scenes' left/right layout is the position prior under study.
+  config.data.color_jitter = 0.0  # ColorJitter(s, s, s) strength: brightness, contrast and
+  # saturation factors in [1 - s, 1 + s], random order (official Cityscapes: 0.5); 0 = off.
+  # Off for the built-in scenes, as flips: the CPU runs keep their established protocol.
 
   config.model = ml_collections.ConfigDict()
   config.model.backbone = 'resnet50'  # resnet50 (paper), resnet18/34 for quick runs.

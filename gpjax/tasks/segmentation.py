@@ -1,7 +1,7 @@
 """Semantic segmentation with DeepLabv3 (job ``segment``).
 
-What the core (`gpjax.trainer`) runs: the model, the data (crops and flips:
-`gpjax.data.examples`), the per-device train step (loss = mean over all valid
+What the core (`gpjax.trainer`) runs: the model, the data (crops, colour jitter
+and flips: `gpjax.data.examples`), the per-device train step (loss = mean over all valid
 pixels of all devices) and eval step (confusion matrices summed over the split,
 mIoU as the official code's, `gpjax.metrics`).
 """
@@ -149,6 +149,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     at_least(f'data.{field}', d[field], 0)
   if bool(d.crop_height) != bool(d.crop_width):
     raise ConfigError('config.data.crop_height and crop_width must both be 0 or both > 0.')
+  at_least('data.color_jitter', d.color_jitter, 0.0, float)
   one_of('model.backbone', m.backbone, BACKBONES)
   one_of('model.padding', m.padding, PADDINGS)
   one_of('model.head_padding', m.head_padding, PADDINGS)
