@@ -92,6 +92,7 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
       'cityscapes,gpjax_street/large' if suite == 'paper' else 'gpjax_street')
   config.cityscapes_crop = 513  # Training crop side (px) when that set is Cityscapes (official).
   config.cityscapes_flip = True  # Random left-right flips when it is Cityscapes (official).
+  config.cityscapes_color_jitter = 0.5  # ColorJitter strength when it is Cityscapes (official).
 
   config.location = study.get_config(size)  # Claims 1-2: GAPNet vs PermuteNet, probes.
   loc = config.location

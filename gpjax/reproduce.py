@@ -104,9 +104,10 @@ def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     resolved[name].base.data.data_dir = config.data_dir
   data = resolved.segmentation.base.data
   data.name, data.data_dir = segmentation_set, config.data_dir
-  if segmentation_set.startswith('cityscapes'):  # The official training crops and flips.
+  if segmentation_set.startswith('cityscapes'):  # The official crops, flips and jitter.
     data.crop_height = data.crop_width = config.cityscapes_crop
     data.flip = config.cityscapes_flip
+    data.color_jitter = config.cityscapes_color_jitter
   return resolved
 
 

@@ -1,6 +1,6 @@
 """The segmentation study (job ``segment_study``): the `gpjax.study` grid over seeds of
 DeepLabv3 training runs, with the channel ranking and attack as the evaluator of each run;
-then a table (mean ± std over seeds) and mean curves.
+then a table (mean ± std over seeds, with how the backbones started) and mean curves.
 
 Seed s trains in ``workdir/runs/seed{s}`` and attacks in ``workdir/attacks/seed{s}``;
 a step whose ``results.json`` exists is skipped and an interrupted training run
@@ -111,8 +111,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   per_seed = [outcome.evaluations['attack'][name] for name, _ in grid]
   n = config.study.table_count
   table, markdown, curves = aggregate(per_seed, n)
+  pretrained = config.base.model.pretrained_backbone
+  markdown += '\nBackbone of every seed: ' + (
+      f'started from the weights in `{pretrained}`.\n' if pretrained
+      else 'from scratch (random initialisation).\n')
   results = writers.as_json({
-      'table_count': n, 'num_channels': per_seed[0]['num_channels'], 'table': table,
+      'table_count': n, 'num_channels': per_seed[0]['num_channels'],
+      'backbone_init': segmentation.backbone_init(config.base), 'table': table,
       'curves': curves, 'test_miou_per_seed': [float(outcome.results[name]['test_miou'])
                                                for name, _ in grid],
       'config': config.to_dict()})

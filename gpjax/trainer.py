@@ -8,7 +8,9 @@ info)``, ``num_classes(config, info)``, ``create_model(config, num_classes)``,
 ``input_shape(config, info)``, ``train_step``/``eval_step`` (per device, under
 ``shard_map`` over the ``data`` axis), ``eval_batches(source, config)``,
 ``summarize(totals, info)``, ``results(config, final, best, info)`` and
-``write_figures(config, workdir, final)``. Batches are pure functions of
+``write_figures(config, workdir, final)``; `train_and_evaluate` may also be given
+``weights(config, model)``, variables that replace the initialised ones (a
+pretrained backbone). Batches are pure functions of
 (seed, step) (`gpjax.data.batching`); losses and BatchNorm statistics are
 averaged over the axis, so a run computes the same numbers on 1 or N devices
 and hosts (up to float rounding).
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import linen as nn
+from flax import traverse_util
 
 from gpjax import loop, parallel, writers
 from gpjax.data import batching
@@ -41,26 +44,53 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: Any
 
 
+def replace_variables(variables: Any, weights: Any) -> Any:
+  """``variables`` with every leaf of ``weights`` put in its place.
+
+  Args:
+    variables: ``{'params', 'batch_stats'}`` trees, e.g. of ``model.init``.
+    weights: subtrees of the same layout, e.g. ``{'params': {'backbone': ...},
+      'batch_stats': {'backbone': ...}}``; every leaf must exist in ``variables``
+      with the same shape.
+
+  Returns:
+    A new tree; leaves of ``weights`` cast to the dtype of those they replace.
+  """
+  flat = traverse_util.flatten_dict(variables)
+  for path, value in traverse_util.flatten_dict(weights).items():
+    if path not in flat or jnp.shape(flat[path]) != jnp.shape(value):
+      want = jnp.shape(flat[path]) if path in flat else 'nothing'
+      raise ValueError(f'weights {"/".join(path)}: the model holds {want} there, the weights '
+                       f'give shape {jnp.shape(value)}.')
+    flat[path] = jnp.asarray(value, flat[path].dtype)
+  return traverse_util.unflatten_dict(flat)
+
+
 def create_train_state(seed: int | jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-                       input_shape: tuple[int, ...]) -> TrainState:
-  """Initialises parameters (float32, from ``key(seed)``) for inputs of shape (H, W, C)."""
+                       input_shape: tuple[int, ...], weights: Any = None) -> TrainState:
+  """Initialises parameters (float32, from ``key(seed)``) for inputs of shape (H, W, C); then
+  the leaves of ``weights`` (see `replace_variables`), if given, replace theirs."""
   seed = jnp.asarray(seed, jnp.int32)
   variables = model.init(jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32),
                          train=False)
+  if weights is not None:
+    variables = replace_variables(dict(variables), weights)
   return TrainState(step=jnp.zeros((), jnp.int32), seed=seed, params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
 
 
 def init_state(seed: int, model: nn.Module, tx: optax.GradientTransformation,
-               input_shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> TrainState:
-  """`create_train_state` in one jitted call, replicated over ``mesh``. On CPU the init
+               input_shape: tuple[int, ...], mesh: jax.sharding.Mesh,
+               weights: Any = None) -> TrainState:
+  """`create_train_state` in one jitted call, replicated over ``mesh`` (``weights``, e.g. a
+  pretrained backbone, enter as arguments, not as constants). On CPU the init
   program is compiled without backend optimisation: it runs once, and XLA:CPU otherwise
   spends seconds optimising the random initialisers (7.9 s vs 1.4 s for a ResNet-18)."""
   options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
   init = jax.jit(functools.partial(create_train_state, model=model.clone(bn_axis_name=None),
                                    tx=tx, input_shape=input_shape),
                  out_shardings=parallel.replicated(mesh), compiler_options=options)
-  return init(jnp.asarray(seed, jnp.int32))
+  return init(jnp.asarray(seed, jnp.int32), weights=weights)
 
 
 def apply_gradients(state: TrainState, tx: optax.GradientTransformation, grads: Any,
@@ -128,10 +158,13 @@ def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[st
                              batches)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       task: ModuleType) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: ModuleType,
+                       weights: Callable[[ml_collections.ConfigDict, nn.Module], Any] | None = None
+                       ) -> dict[str, Any]:
   """Trains ``task`` in ``workdir`` (resuming from its newest checkpoint), evaluates it,
-  and returns the contents of ``results.json`` (or ``{'preempted_at_step': s}``)."""
+  and returns the contents of ``results.json`` (or ``{'preempted_at_step': s}``).
+  ``weights(config, model)``, if given, returns variables that replace the initialised ones
+  of a fresh run (see `replace_variables`), or None to keep them."""
   os.makedirs(workdir, exist_ok=True)
   mesh, t = parallel.make_mesh(), config.train
   for field, size in (('train.batch_size', t.batch_size),
@@ -141,7 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total, eval_every, ckpt_every = schedule(config, info.num_train)
   model = task.create_model(config, task.num_classes(config, info))
   tx = create_optimizer(t, total)
-  state = init_state(config.seed, model, tx, task.input_shape(config, info), mesh)
+  state = init_state(config.seed, model, tx, task.input_shape(config, info), mesh,
+                     weights=weights(config, model) if weights is not None else None)
   p_train_step = parallel.shard_step(
       functools.partial(task.train_step, model=model, tx=tx, config=config, info=info), mesh,
       outputs=2, donate=True)

@@ -1,5 +1,5 @@
 """DeepLabv3: output stride 16, every padding, the channel mask, the features entry, dropout,
-and the bilinear upsampling against PyTorch."""
+the backbone's BatchNorm momentum, and the bilinear upsampling against PyTorch."""
 
 import jax
 import jax.numpy as jnp
@@ -97,3 +97,37 @@ def test_upsampling_matches_torch_bilinear():
   ref = F.interpolate(torch.tensor(y).permute(0, 3, 1, 2), size=(48, 80), mode='bilinear',
                       align_corners=False).permute(0, 2, 3, 1).numpy()
   np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_backbone_bn_momentum_sets_the_backbone_running_averages_only(init_variables):
+  """One training pass: every backbone BatchNorm's running mean and variance become
+  m x running + (1 - m) x batch with m = backbone_bn_momentum, the head's with 0.9."""
+  x = _images()
+  model = DeepLabV3(num_classes=K, backbone='resnet18', width=2, aspp_features=4, dropout=0.0)
+  variables = init_variables(model, x, train=False)
+
+  def new_stats(m):
+    _, updates = model.clone(backbone_bn_momentum=m).apply(
+        variables, x, train=True, mutable=['batch_stats'])
+    return updates['batch_stats']
+
+  old = variables['batch_stats']
+  slow, default = new_stats(0.99), new_stats(0.9)
+
+  def batch_stats(new, m):  # Solved from new = m x old + (1 - m) x batch.
+    return jax.tree.leaves(jax.tree.map(lambda n, o: (n - m * o) / (1 - m), new['backbone'],
+                                        old['backbone']))
+
+  # The batch statistics do not depend on the momentum: both runs solve to the same ones.
+  for a, b in zip(batch_stats(slow, 0.99), batch_stats(default, 0.9)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(slow['aspp']), jax.tree.leaves(default['aspp'])):
+    np.testing.assert_array_equal(a, b)
+  # The stem's batch mean, computed here: its conv on the images, as the backbone runs it.
+  kernel = variables['params']['backbone']['stem']['conv']['conv']['kernel']
+  stem = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((3, 3), (3, 3)),
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  want = 0.99 * old['backbone']['stem']['bn']['mean'] + 0.01 * stem.mean((0, 1, 2))
+  np.testing.assert_allclose(slow['backbone']['stem']['bn']['mean'], want, rtol=1e-5, atol=1e-6)
+  assert np.abs(slow['backbone']['stem']['bn']['mean'] -
+                default['backbone']['stem']['bn']['mean']).max() > 1e-3

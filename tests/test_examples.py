@@ -1,5 +1,6 @@
 """Tests for gpjax.data.examples: canvases keyed by the global index, the fixed test
-canvases, shifted pairs, and segmentation crops, flips and normalisation."""
+canvases, shifted pairs, and segmentation crops, colour jitter (torchvision's ColorJitter),
+flips and normalisation."""
 
 import functools
 
@@ -129,3 +130,70 @@ def test_one_normalize_for_canvases_and_segmentation():
   want = (pix.astype(jnp.float32) / 255.0 - mean) / std
   got = canvas.normalize(pix, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
   assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+def _luma(x):
+  return x @ np.array([0.2989, 0.587, 0.114], np.float32)
+
+
+# torchvision's tensor formulas, written out: brightness, contrast, saturation.
+_REFERENCE = (lambda x, f: np.clip(f * x, 0, 1),
+              lambda x, f: np.clip(f * x + (1 - f) * _luma(x).mean(), 0, 1),
+              lambda x, f: np.clip(f * x + (1 - f) * _luma(x)[..., None], 0, 1))
+
+
+def test_color_adjustments_are_torchvisions():
+  x = np.random.default_rng(0).uniform(0, 1, (4, 5, 3)).astype(np.float32)
+  for op, want, factor in zip(examples.JITTER_OPS, _REFERENCE, (1.3, 0.6, 1.4)):
+    got = np.asarray(op(jnp.asarray(x), factor))
+    np.testing.assert_allclose(got, want(x, factor), atol=1e-6)
+    assert np.abs(got - x).max() > 0.05
+  gray = np.asarray(examples.adjust_saturation(jnp.asarray(x), 0.0))
+  np.testing.assert_allclose(gray, np.repeat(_luma(x)[..., None], 3, -1), atol=1e-6)
+  np.testing.assert_allclose(examples.adjust_contrast(jnp.asarray(x), 0.0),
+                             np.full_like(x, _luma(x).mean()), atol=1e-6)
+
+
+def test_color_jitter_draws_factors_and_an_order_per_key():
+  x = np.random.default_rng(1).uniform(0, 1, (6, 7, 3)).astype(np.float32)
+  orders, factors = set(), []
+  for seed in range(40):
+    key = jax.random.key(seed)
+    f, order = map(np.asarray, examples.jitter_params(key, 0.5))
+    orders.add(tuple(order.tolist()))
+    factors.append(f)
+    want = x
+    for i in order:
+      want = _REFERENCE[i](want, f[i])
+    np.testing.assert_allclose(examples.color_jitter(key, jnp.asarray(x), 0.5), want, atol=1e-6)
+  factors = np.stack(factors)
+  assert factors.min() >= 0.5 and factors.max() <= 1.5 and abs(factors.mean() - 1) < 0.1
+  assert orders == {(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)}
+  # With clipping the order matters: saturation then brightness is not the reverse.
+  strong = jnp.array([1.5, 1.0, 1.5])
+  sat_first = examples.apply_jitter(jnp.asarray(x), strong, jnp.array([2, 0, 1]))
+  bright_first = examples.apply_jitter(jnp.asarray(x), strong, jnp.array([0, 2, 1]))
+  assert np.abs(np.asarray(sat_first) - np.asarray(bright_first)).max() > 1e-3
+
+
+def test_segmentation_examples_are_jittered_before_normalising():
+  """data.color_jitter: each example jittered by its own key (after the crop, in [0, 1]);
+  0 leaves the uint8 pixels as they are."""
+  config = segmentation.get_config('tiny')
+  config.data.color_jitter = 0.5
+  info = SegInfo(name='s', num_classes=8, class_names=tuple('abcdefgh'), image_shape=(8, 8, 3),
+                 num_train=10, num_eval=10, eval_split='test')
+  batch = _batch()
+  batch['label'] = jnp.zeros((6, 8, 8), jnp.uint8)
+  images, _ = examples.make_segmentation_examples(jax.random.key(3), batch, config, info)
+  keys = jax.vmap(functools.partial(jax.random.fold_in, jax.random.key(3)))(batch['index'])
+  for i in range(6):
+    f, order = map(np.asarray, examples.jitter_params(jax.random.fold_in(keys[i], 3), 0.5))
+    want = np.asarray(batch['image'][i], np.float32) / 255
+    for j in order:
+      want = _REFERENCE[j](want, f[j])
+    np.testing.assert_allclose(images[i], canvas.normalize(want, info.mean, info.std), atol=1e-5)
+  config.data.color_jitter = 0.0
+  plain, _ = examples.make_segmentation_examples(jax.random.key(3), batch, config, info)
+  np.testing.assert_array_equal(plain, canvas.normalize(batch['image'], info.mean, info.std))
+  assert np.abs(np.asarray(plain) - np.asarray(images)).max() > 0.1

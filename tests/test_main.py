@@ -68,6 +68,13 @@ CASES = {
                          {}, ['config.model.backbone', "'resnet7'", 'resnet18', 'resnet50']),
     'segment_dropout': (['--config=configs/segmentation.py', '--config.model.dropout=1.5'], {},
                         ['config.model.dropout=1.5', '[0, 1)']),
+    'segment_pretrained_width': (['--config=configs/segmentation.py',
+                                  f'--config.model.pretrained_backbone={NOT_A_CHECKPOINT}'], {},
+                                 ['config.model.width=8', 'pretrained_backbone', 'width 64']),
+    'segment_pretrained_not_a_checkpoint': (
+        ['--config=configs/segmentation.py:gpu',
+         f'--config.model.pretrained_backbone={NOT_A_CHECKPOINT}'], {},
+        ['config.model.pretrained_backbone', NOT_A_CHECKPOINT, 'not a PyTorch checkpoint']),
     'attack_no_source': (['--config=configs/attack.py'], {},
                          ['config.source.workdir', 'config.source.torch_checkpoint']),
     'attack_source_missing': (['--config=configs/attack.py',

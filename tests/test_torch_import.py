@@ -1,23 +1,29 @@
 """PyTorch weight import: a tiny DeepLabv3 in the authors' (VainF) layout gives the same logits
-in Flax; files needing code are refused; names and shapes are checked."""
+in Flax; a torchvision ResNet-50 starts a segmentation run's backbone with the same features;
+files needing code are refused; names and shapes are checked."""
 
 import os
+import types
 
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-import torch
-import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix as sk_confusion
-from torch import nn
 
-from configs import attack as attack_configs
-from gpjax import metrics
-from gpjax.data import segmentation
-from gpjax.interop import torch_import
-from gpjax.probes import attack
-from gpjax.validate import ConfigError
+torch = pytest.importorskip('torch')
+import torch.nn.functional as F  # noqa: E402
+from sklearn.metrics import confusion_matrix as sk_confusion  # noqa: E402
+from torch import nn  # noqa: E402
+
+from configs import attack as attack_configs  # noqa: E402
+from configs import segmentation as seg_configs  # noqa: E402
+from gpjax import metrics, trainer  # noqa: E402
+from gpjax.data import segmentation  # noqa: E402
+from gpjax.data.segmentation import SegInfo  # noqa: E402
+from gpjax.interop import torch_import  # noqa: E402
+from gpjax.probes import attack  # noqa: E402
+from gpjax.tasks import segmentation as seg_task  # noqa: E402
+from gpjax.validate import ConfigError  # noqa: E402
 
 WIDTH, ASPP_CH, CLASSES = 4, 8, 5
 
@@ -116,11 +122,9 @@ class DeepLab(nn.Module):
     return F.interpolate(y, size=x.shape[-2:], mode='bilinear', align_corners=False)
 
 
-@pytest.fixture(scope='module')
-def torch_model():
-  torch.manual_seed(0)
-  model = DeepLab()
-  with torch.no_grad():  # Non-trivial BatchNorm, so a wrong mapping cannot hide.
+def _random_bn(model):
+  """Non-trivial BatchNorm, so that a wrong mapping cannot hide."""
+  with torch.no_grad():
     for m in model.modules():
       if isinstance(m, nn.BatchNorm2d):
         m.weight.uniform_(0.5, 1.5)
@@ -128,6 +132,12 @@ def torch_model():
         m.running_mean.normal_(0, 0.2)
         m.running_var.uniform_(0.5, 1.5)
   return model.eval()
+
+
+@pytest.fixture(scope='module')
+def torch_model():
+  torch.manual_seed(0)
+  return _random_bn(DeepLab())
 
 
 @pytest.fixture(scope='module')
@@ -194,15 +204,109 @@ def test_file_that_is_no_checkpoint_is_named(torch_model, tmp_path):
 def test_mismatches_are_named(torch_model, tmp_path):
   state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
   model, _ = torch_import.import_deeplab(state)
-  missing = dict(state)
-  del missing['backbone.layer2.1.bn2.running_var']
-  with pytest.raises(torch_import.CheckpointMismatchError, match='layer2.1.bn2.running_var'):
-    torch_import.convert(missing, model)
-  extra = dict(state, **{'classifier.project.0.weight': np.zeros((1,), np.float32)})
-  with pytest.raises(torch_import.CheckpointMismatchError, match='no place'):
-    torch_import.convert(extra, model)
+  wrong = dict(state, **{'classifier.project.0.weight': np.zeros((1,), np.float32)})
+  del wrong['backbone.layer2.1.bn2.running_var']
+  with pytest.raises(torch_import.CheckpointMismatchError) as e:
+    torch_import.convert(wrong, model)
+  assert str(e.value) == (
+      f'The state dict does not fit a resnet50 DeepLabv3 (width {WIDTH}): missing keys '
+      "['backbone.layer2.1.bn2.running_var']; unexpected keys ['classifier.project.0.weight'] "
+      '(is it a DeepLabv3, not v3+, checkpoint?).')
   with pytest.raises(torch_import.CheckpointMismatchError, match='shape'):
     torch_import.convert(state, model.clone(num_classes=CLASSES + 1))
+
+
+def _torchvision_state(deeplab):
+  """The backbone of ``deeplab`` as a torchvision ResNet saves it: no prefix, with ``fc``."""
+  state = {k[len('backbone.'):]: v for k, v in deeplab.state_dict().items()
+           if k.startswith('backbone.')}
+  return dict(state, **{'fc.weight': torch.zeros(10, WIDTH * 32), 'fc.bias': torch.zeros(10)})
+
+
+def test_backbone_import_takes_a_torchvision_resnet(torch_model, checkpoint, tmp_path):
+  """Plain torchvision names (fc skipped) or a DeepLabv3 file's backbone: the same variables
+  as the full import's backbone, and nothing else."""
+  model, full = torch_import.import_deeplab(torch_import.load_state_dict(checkpoint))
+  plain = torch_import.load_state_dict(_save(tmp_path, _torchvision_state(torch_model)))
+  for state in (plain, torch_import.load_state_dict(checkpoint)):
+    got = torch_import.convert_backbone(state, model)
+    assert set(got) == {'params', 'batch_stats'}
+    assert set(got['params']) == set(got['batch_stats']) == {'backbone'}
+    for collection in got:
+      want = full[collection]['backbone']
+      assert jax.tree.structure(got[collection]['backbone']) == jax.tree.structure(want)
+      for a, b in zip(jax.tree.leaves(got[collection]['backbone']), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_backbone_file_with_wrong_keys_names_them(torch_model, tmp_path):
+  state = _torchvision_state(torch_model)
+  del state['layer3.4.conv2.weight'], state['bn1.running_mean']
+  state['layer5.0.conv1.weight'] = torch.zeros(1)
+  config = seg_configs.get_config('tiny')
+  config.model.width, config.model.aspp_features = WIDTH, ASPP_CH
+  config.model.pretrained_backbone = _save(tmp_path, state)
+  model = seg_task.create_model(config, CLASSES)
+  with pytest.raises(torch_import.CheckpointMismatchError) as e:
+    seg_task.pretrained_weights(config, model)
+  assert str(e.value) == (
+      f'The state dict does not fit a resnet50 backbone (width {WIDTH}): missing keys '
+      "['bn1.running_mean', 'layer3.4.conv2.weight']; unexpected keys "
+      "['layer5.0.conv1.weight'].")
+  with open(config.model.pretrained_backbone, 'w') as f:
+    f.write('not a checkpoint')
+  with pytest.raises(ConfigError, match=r"^config.model.pretrained_backbone='.*' is not a "):
+    seg_task.pretrained_weights(config, model)
+
+
+class _Scenes:
+  def __len__(self):
+    return 4
+
+
+def test_pretrained_backbone_starts_the_segmentation_run(tmp_path, monkeypatch):
+  """A torchvision ResNet-50 (width 64, random weights and running statistics) saved with
+  torch.save, given as model.pretrained_backbone: the run's first TrainState holds its
+  weights, and its backbone computes the PyTorch features (eval mode)."""
+  torch.manual_seed(2)
+  resnet = _random_bn(ResNet50(64))
+  resnet.fc = nn.Linear(2048, 1000)  # As torchvision's: in the file, not in the model.
+  path = _save(tmp_path, resnet.state_dict(), 'resnet50-random.pth')
+  config = seg_configs.get_config('tiny')
+  config.model.width, config.model.aspp_features = 64, 8
+  config.model.pretrained_backbone = path
+  seg_task.validate_config(config)
+  info = SegInfo(name='s', num_classes=3, class_names=('a', 'b', 'c'), image_shape=(32, 32, 3),
+                 num_train=4, num_eval=4, eval_split='test')
+  monkeypatch.setattr(seg_task, 'load_data', lambda config: (_Scenes(), _Scenes(), info))
+  started = []
+
+  def run(workdir, state, **kwargs):  # The training loop: only the state it is given.
+    started.append(state)
+    return types.SimpleNamespace(preempted_at_step=0)
+
+  monkeypatch.setattr(trainer.loop, 'run', run)
+  assert seg_task.train_and_evaluate(config, str(tmp_path / 'run')) == {'preempted_at_step': 0}
+  state, = started
+  want = torch_import.convert_backbone(torch_import.load_state_dict(path),
+                                       seg_task.create_model(config, 3))
+  for collection in ('params', 'batch_stats'):
+    ours = getattr(state, collection)['backbone']
+    assert jax.tree.structure(ours) == jax.tree.structure(want[collection]['backbone'])
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(want[collection]['backbone'])):
+      np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(state.batch_stats['backbone']['stem']['bn']['var'],
+                                resnet.bn1.running_var.numpy())
+  model = seg_task.create_model(config, 3, axis_name=None)
+  x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+  with torch.no_grad():
+    ref = resnet(torch.tensor(x)).permute(0, 2, 3, 1).numpy()
+  _, feats = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+      {'params': state.params, 'batch_stats': state.batch_stats}, x.transpose(0, 2, 3, 1))
+  assert feats['stage4'].shape == ref.shape == (2, 2, 2, 2048)
+  scale = np.abs(ref).max()
+  assert scale > 0.1
+  np.testing.assert_allclose(feats['stage4'], ref, atol=1e-4 * scale, rtol=1e-4)
 
 
 def test_attack_job_on_an_imported_checkpoint(tmp_path):

@@ -1,5 +1,6 @@
 """Tests for gpjax.trainer: the optimiser of each task (the same updates and state as the
-per-task optimisers it replaced), the schedule, and one state update."""
+per-task optimisers it replaced), the schedule, one state update, and pretrained weights in
+the first state."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,8 @@ import optax
 import pytest
 
 from configs import location, segmentation
-from gpjax import trainer
+from gpjax import parallel, trainer
+from gpjax.models.layers import ConvBN
 
 
 def _params():
@@ -119,3 +121,27 @@ def test_apply_gradients_steps_and_replaces_batch_stats():
   np.testing.assert_allclose(new.params['backbone']['w'],
                              params['backbone']['w'] - 0.5 * _grads(0)['backbone']['w'],
                              rtol=1e-6)
+
+
+def test_weights_replace_their_leaves_and_keep_the_rest():
+  """create_train_state(weights=...): the given leaves (a pretrained part) replace the
+  initialised ones; every other leaf is the seed's initialisation."""
+  model, tx, mesh = ConvBN(4, 3), optax.sgd(0.1), parallel.make_mesh()
+  scratch = trainer.init_state(1, model, tx, (6, 6, 3), mesh)
+  scale = np.arange(4, dtype=np.float32)
+  var = np.full(4, 2.0, np.float32)
+  weights = {'params': {'bn': {'scale': scale}}, 'batch_stats': {'bn': {'var': var}}}
+  state = trainer.init_state(1, model, tx, (6, 6, 3), mesh, weights=weights)
+  np.testing.assert_array_equal(state.params['bn']['scale'], scale)
+  np.testing.assert_array_equal(state.batch_stats['bn']['var'], var)
+  np.testing.assert_array_equal(state.params['conv']['conv']['kernel'],
+                                scratch.params['conv']['conv']['kernel'])
+  np.testing.assert_array_equal(state.params['bn']['bias'], np.zeros(4))
+  np.testing.assert_array_equal(state.batch_stats['bn']['mean'], np.zeros(4))
+  with pytest.raises(ValueError, match=r'weights params/bn/scale: the model holds \(4,\) there, '
+                                       r'the weights give shape \(5,\)'):
+    trainer.create_train_state(1, model, tx, (6, 6, 3),
+                               {'params': {'bn': {'scale': np.ones(5, np.float32)}}})
+  with pytest.raises(ValueError, match='weights params/head/bias: the model holds nothing'):
+    trainer.create_train_state(1, model, tx, (6, 6, 3),
+                               {'params': {'head': {'bias': np.ones(5, np.float32)}}})

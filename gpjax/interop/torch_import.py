@@ -6,7 +6,9 @@ uses: a dict whose ``model_state`` holds ``backbone.conv1.weight``,
 ``backbone.layer1.0.conv1.weight``, ..., ``classifier.classifier.0.convs.0.0.weight``),
 torchvision's ``deeplabv3_resnet50`` (``classifier.0.convs...``; ``aux_classifier``
 is skipped) and plain state dicts, with or without a ``module.`` prefix
-(DataParallel).
+(DataParallel). A torchvision ResNet state dict (``conv1.weight``,
+``layer1.0.conv1.weight``, ...) gives the backbone only (`convert_backbone`), e.g.
+ImageNet weights to start a training run from (``config.model.pretrained_backbone``).
 
 Files are read with ``torch.load(..., weights_only=True)``: tensors, numbers and
 containers only, never code. Numpy scalars (VainF stores ``best_score`` as
@@ -75,12 +77,14 @@ def _numpy_scalar_globals() -> list[Any]:
           *dtypes]
 
 
-def load_state_dict(path: str) -> StateDict:
+def load_state_dict(path: str, field: str = 'source.torch_checkpoint') -> StateDict:
   """Reads a PyTorch checkpoint's weights as float32 numpy arrays.
 
   Args:
     path: a ``.pth``/``.pt`` file: a state dict, or a dict holding one under
       ``model_state``, ``state_dict``, ``model`` or ``net``.
+    field: the config field that named ``path``, for the error of a file that is no
+      checkpoint.
 
   Returns:
     ``{name: array}`` with any ``module.`` prefix removed.
@@ -95,7 +99,7 @@ def load_state_dict(path: str) -> StateDict:
   except ImportError as e:
     raise ImportError('Reading a PyTorch checkpoint needs torch (a CPU build is enough): '
                       'pip install torch --index-url https://download.pytorch.org/whl/cpu') from e
-  check_checkpoint_file('source.torch_checkpoint', path)
+  check_checkpoint_file(field, path)
   try:
     with torch.serialization.safe_globals(_numpy_scalar_globals()):
       obj = torch.load(path, map_location='cpu', weights_only=True)
@@ -190,6 +194,12 @@ def _get(tree: dict, path: str) -> Any:
   return tree
 
 
+def _names(keys: list[str]) -> str:
+  if not keys:
+    return 'none'
+  return str(keys) if len(keys) <= 6 else f'{len(keys)}, e.g. {keys[:6]}'
+
+
 def convert(state: StateDict, model: DeepLabV3, *, backbone_prefix: str = 'backbone.',
             head: bool = True) -> Variables:
   """Maps a state dict onto ``model``'s variables, checking every name and shape.
@@ -199,50 +209,57 @@ def convert(state: StateDict, model: DeepLabV3, *, backbone_prefix: str = 'backb
     model: the DeepLabV3 whose variables to fill (its padding is not checked:
       a PyTorch model is zero-padded).
     backbone_prefix: prefix of the ResNet names ('' for a plain torchvision ResNet).
-    head: convert the DeepLab head too; False fills only ``backbone``.
+    head: convert the DeepLab head too; False fills only ``backbone`` (and then
+      only names under ``backbone_prefix`` must fit).
 
   Returns:
     ``{'params', 'batch_stats'}`` as float32 numpy trees; with ``head=False``
     only the backbone's subtrees.
 
   Raises:
-    CheckpointMismatchError: names missing from the state dict, left over in it,
-      or shapes differing from the model's.
+    CheckpointMismatchError: naming the names the model needs that the state dict
+      lacks and the names it holds that the model has no place for, or a shape
+      differing from the model's.
   """
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  target = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
   prefix = _head_prefix(state) if head else None
-  params, stats, used = {}, {}, set()
+  params, stats, used, missing = {}, {}, set(), []
 
-  def take(name: str) -> np.ndarray:
-    if name not in state:
-      raise CheckpointMismatchError(f'The state dict lacks {name!r} (the model needs it).')
+  def put(tree: dict, path: str, name: str, transpose: bool = False) -> None:
     used.add(name)
-    return np.asarray(state[name], np.float32)
+    if name not in state:
+      missing.append(name)
+      return
+    value = np.asarray(state[name], np.float32)
+    # PyTorch (O, I, kh, kw) -> Flax (kh, kw, I, O).
+    _set(tree, path, value.transpose(2, 3, 1, 0) if transpose else value)
 
   for ours, conv, bn in _pairs(model, backbone_prefix, prefix):
-    if ours.endswith('/shortcut') and f'{conv}.weight' not in state:
-      continue  # An identity shortcut; the shape check below catches a wrong guess.
-    # PyTorch (O, I, kh, kw) -> Flax (kh, kw, I, O).
-    _set(params, f'{ours}/conv/conv/kernel', take(f'{conv}.weight').transpose(2, 3, 1, 0))
-    _set(params, f'{ours}/bn/scale', take(f'{bn}.weight'))
-    _set(params, f'{ours}/bn/bias', take(f'{bn}.bias'))
-    _set(stats, f'{ours}/bn/mean', take(f'{bn}.running_mean'))
-    _set(stats, f'{ours}/bn/var', take(f'{bn}.running_var'))
+    if _get(target['params'], ours) is None:
+      continue  # An identity shortcut.
+    put(params, f'{ours}/conv/conv/kernel', f'{conv}.weight', transpose=True)
+    put(params, f'{ours}/bn/scale', f'{bn}.weight')
+    put(params, f'{ours}/bn/bias', f'{bn}.bias')
+    put(stats, f'{ours}/bn/mean', f'{bn}.running_mean')
+    put(stats, f'{ours}/bn/var', f'{bn}.running_var')
   if head:
-    _set(params, 'classifier/conv/kernel', take(f'{prefix}4.weight').transpose(2, 3, 1, 0))
-    _set(params, 'classifier/conv/bias', take(f'{prefix}4.bias'))
+    put(params, 'classifier/conv/kernel', f'{prefix}4.weight', transpose=True)
+    put(params, 'classifier/conv/bias', f'{prefix}4.bias')
   scope = backbone_prefix if not head else ''
   left = sorted(k for k in state if k not in used and k.startswith(scope)
                 and not any(s in k for s in _SKIPPED))
-  if left:
-    raise CheckpointMismatchError(f'{len(left)} weights have no place in the model, e.g. '
-                                  f'{left[:3]}: is it a DeepLabv3 (not v3+) checkpoint?')
-  _check_shapes({'params': params, 'batch_stats': stats}, model, head)
+  if missing or left:
+    part = 'backbone' if not head else 'DeepLabv3'
+    hint = ' (is it a DeepLabv3, not v3+, checkpoint?)' if head and left else ''
+    raise CheckpointMismatchError(
+        f'The state dict does not fit a {model.backbone} {part} (width {model.width}): missing '
+        f'keys {_names(sorted(missing))}; unexpected keys {_names(left)}{hint}.')
+  _check_shapes({'params': params, 'batch_stats': stats}, target, head)
   return {'params': params, 'batch_stats': stats}
 
 
-def _check_shapes(variables: Variables, model: DeepLabV3, head: bool) -> None:
-  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
-  target = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
+def _check_shapes(variables: Variables, target: Variables, head: bool) -> None:
   for collection in ('params', 'batch_stats'):
     expected = target[collection] if head else {'backbone': target[collection]['backbone']}
     flat = {'/'.join(str(k.key) for k in path): leaf.shape
@@ -254,6 +271,26 @@ def _check_shapes(variables: Variables, model: DeepLabV3, head: bool) -> None:
       if got.shape != shape:
         raise CheckpointMismatchError(f'{collection}/{path}: the model needs shape {shape}, '
                                       f'the state dict gives {got.shape}.')
+
+
+def convert_backbone(state: StateDict, model: DeepLabV3) -> Variables:
+  """The ``backbone`` subtrees of ``model``'s variables from a torchvision ResNet.
+
+  Args:
+    state: from `load_state_dict`: a torchvision ResNet state dict (``conv1.weight``,
+      ``layer1.0.conv1.weight``, ...; ``fc`` is skipped), e.g. the ImageNet weights
+      the official DeepLabv3 starts from; or a DeepLabv3 one, whose
+      ``backbone.``-prefixed names are taken (its head is ignored).
+    model: the DeepLabV3 to start (width 64 for a torchvision ResNet).
+
+  Returns:
+    ``{'params': {'backbone': ...}, 'batch_stats': {'backbone': ...}}``, float32 numpy.
+
+  Raises:
+    CheckpointMismatchError: as `convert`.
+  """
+  prefix = 'backbone.' if 'backbone.conv1.weight' in state else ''
+  return convert(state, model, backbone_prefix=prefix, head=False)
 
 
 def import_deeplab(state: StateDict, **overrides: Any) -> tuple[DeepLabV3, Variables]:

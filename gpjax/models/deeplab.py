@@ -15,7 +15,9 @@ one (`gpjax.interop.torch_import`):
 
 ``width`` and ``aspp_features`` shrink the network for tests (64 and 256 at the
 paper's size). The backbone's border treatment is ``padding``; the head's is
-``head_padding`` (zero in the official code).
+``head_padding`` (zero in the official code). The official training sets the
+backbone's BatchNorm momentum to 0.01 (PyTorch terms, ``backbone_bn_momentum``
+0.99 here) and leaves the head's at PyTorch's default 0.1 (0.9 here).
 """
 
 import functools
@@ -78,6 +80,9 @@ class DeepLabV3(nn.Module):
     padding: the backbone's border treatment (see ``padding.PADDINGS``).
     head_padding: the head's border treatment ('zero' as the official code).
     dropout: rate of the ASPP dropout in training.
+    backbone_bn_momentum: decay of the backbone's BatchNorm running statistics,
+      Flax convention (``m x running + (1 - m) x batch``): the official 0.01 of
+      PyTorch is 0.99 here. The head's BatchNorm keeps 0.9 (PyTorch's 0.1).
     bn_axis_name: mesh axis for BatchNorm statistics in training.
     dtype: compute dtype; parameters stay float32, logits are float32.
   """
@@ -88,6 +93,7 @@ class DeepLabV3(nn.Module):
   padding: str = 'zero'
   head_padding: str = 'zero'
   dropout: float = 0.1
+  backbone_bn_momentum: float = 0.9
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
 
@@ -98,7 +104,8 @@ class DeepLabV3(nn.Module):
                        f'{tuple(BACKBONES)}.')
     check_padding(self.padding)
     kwargs = dict(width=self.width, padding=self.padding, stem='imagenet', dilate_last=True,
-                  bn_axis_name=self.bn_axis_name, dtype=self.dtype)
+                  bn_momentum=self.backbone_bn_momentum, bn_axis_name=self.bn_axis_name,
+                  dtype=self.dtype)
     if detached:
       return BACKBONES[self.backbone](**kwargs, parent=None)
     return BACKBONES[self.backbone](**kwargs, name='backbone')

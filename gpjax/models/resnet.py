@@ -74,6 +74,8 @@ class ResNet(nn.Module):
     bn_axis_name: mesh axis to average BatchNorm statistics over in training.
     dtype: compute dtype; parameters stay float32.
     param_init: parameter initialisation, 'flax' or 'pytorch' (`gpjax.models.init`).
+    bn_momentum: decay of every BatchNorm's running statistics, Flax convention
+      (0.9 = PyTorch's default momentum 0.1).
   """
   stage_sizes: Sequence[int]
   block: Any = BasicBlock
@@ -84,6 +86,7 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
   param_init: str = 'flax'
+  bn_momentum: float = 0.9
 
   @property
   def stage_channels(self) -> tuple[int, ...]:
@@ -112,7 +115,8 @@ class ResNet(nn.Module):
     if self.stem not in STEMS:
       raise ValueError(f'stem={self.stem!r} is not supported; choose one of {STEMS}.')
     conv = functools.partial(ConvBN, padding=self.padding, bn_axis_name=self.bn_axis_name,
-                             dtype=self.dtype, param_init=self.param_init)
+                             dtype=self.dtype, param_init=self.param_init,
+                             bn_momentum=self.bn_momentum)
     feats = {}
     x = x.astype(self.dtype)
     if start_layer == 0:

@@ -1,11 +1,13 @@
 """Semantic segmentation with DeepLabv3 (job ``segment``).
 
-What the core (`gpjax.trainer`) runs: the model, the data (crops and flips:
-`gpjax.data.examples`), the per-device train step (loss = mean over all valid
-pixels of all devices) and eval step (confusion matrices summed over the split,
-mIoU as the official code's, `gpjax.metrics`).
+What the core (`gpjax.trainer`) runs: the model, its starting backbone (random,
+or torchvision ResNet weights from ``model.pretrained_backbone``), the data
+(crops, colour jitter and flips: `gpjax.data.examples`), the per-device train
+step (loss = mean over all valid pixels of all devices) and eval step (confusion
+matrices summed over the split, mIoU as the official code's, `gpjax.metrics`).
 """
 
+import os
 import sys
 from typing import Any, Iterator
 
@@ -18,12 +20,14 @@ from jax import lax
 
 from gpjax import metrics, parallel, trainer, validate
 from gpjax.data import batching, canvas, examples, segmentation
+from gpjax.interop import torch_import  # torch itself is imported only to read a file.
 from gpjax.models.deeplab import BACKBONES, DeepLabV3
 from gpjax.models.padding import PADDINGS
 from gpjax.validate import DTYPES, ConfigError, at_least, below_one, one_of, steps_or_epochs
 
 Batch = dict[str, jax.Array]
 METRIC = 'test_miou'  # The best checkpoint is kept by this evaluation key.
+TORCHVISION_WIDTH = 64  # Stem channels of every torchvision ResNet.
 
 
 def description(config: ml_collections.ConfigDict) -> str:
@@ -36,7 +40,25 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int,
   m = config.model
   return DeepLabV3(num_classes=num_classes, backbone=m.backbone, width=m.width,
                    aspp_features=m.aspp_features, padding=m.padding, head_padding=m.head_padding,
-                   dropout=m.dropout, bn_axis_name=axis_name, dtype=jnp.dtype(m.dtype))
+                   dropout=m.dropout, backbone_bn_momentum=m.backbone_bn_momentum,
+                   bn_axis_name=axis_name, dtype=jnp.dtype(m.dtype))
+
+
+def pretrained_weights(config: ml_collections.ConfigDict,
+                       model: DeepLabV3) -> dict[str, Any] | None:
+  """The backbone's ``{'params', 'batch_stats'}`` converted from the torchvision ResNet state
+  dict ``model.pretrained_backbone`` (read weights-only), or None to start from scratch."""
+  path = config.model.pretrained_backbone
+  if not path:
+    return None
+  state = torch_import.load_state_dict(path, field='model.pretrained_backbone')
+  return torch_import.convert_backbone(state, model)
+
+
+def backbone_init(config: ml_collections.ConfigDict) -> str:
+  """How the backbone started: 'scratch' or 'pretrained: <file>'."""
+  path = config.model.pretrained_backbone
+  return f'pretrained: {path}' if path else 'scratch'
 
 
 def train_step(state: trainer.TrainState, batch: Batch, *, model: DeepLabV3,
@@ -127,7 +149,8 @@ def summarize(conf: np.ndarray, info: segmentation.SegInfo) -> dict[str, Any]:
 def results(config: ml_collections.ConfigDict, final: dict[str, Any], best: dict[str, Any],
             info: segmentation.SegInfo) -> dict[str, Any]:
   """This task's entries of ``results.json``."""
-  return {'class_names': list(info.class_names), 'steps': final['step'],
+  return {'class_names': list(info.class_names), 'backbone_init': backbone_init(config),
+          'steps': final['step'],
           **{k: final[k] for k in ('test_miou', 'test_pixel_accuracy', 'iou_per_class')},
           'best_test_miou': best['test_miou'], 'best_step': best['step']}
 
@@ -137,8 +160,10 @@ def write_figures(config: ml_collections.ConfigDict, workdir: str, final: dict[s
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The ``segment`` job: `trainer.train_and_evaluate` of this task."""
-  return trainer.train_and_evaluate(config, workdir, task=sys.modules[__name__])
+  """The ``segment`` job: `trainer.train_and_evaluate` of this task, its backbone started
+  from ``model.pretrained_backbone`` when set."""
+  return trainer.train_and_evaluate(config, workdir, task=sys.modules[__name__],
+                                    weights=pretrained_weights)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -149,6 +174,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     at_least(f'data.{field}', d[field], 0)
   if bool(d.crop_height) != bool(d.crop_width):
     raise ConfigError('config.data.crop_height and crop_width must both be 0 or both > 0.')
+  at_least('data.color_jitter', d.color_jitter, 0.0, float)
   one_of('model.backbone', m.backbone, BACKBONES)
   one_of('model.padding', m.padding, PADDINGS)
   one_of('model.head_padding', m.head_padding, PADDINGS)
@@ -156,6 +182,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ('width', 'aspp_features'):
     at_least(f'model.{field}', m[field], 1)
   below_one('model.dropout', m.dropout)
+  below_one('model.backbone_bn_momentum', m.backbone_bn_momentum)
+  if m.pretrained_backbone:
+    if m.width != TORCHVISION_WIDTH:
+      raise ConfigError(f'config.model.width={m.width!r} is not allowed with '
+                        'config.model.pretrained_backbone: a torchvision ResNet has width '
+                        f'{TORCHVISION_WIDTH}.')
+    if not os.path.isfile(m.pretrained_backbone):
+      raise ConfigError(f'config.model.pretrained_backbone={m.pretrained_backbone!r} is not a '
+                        "file: give a torchvision ResNet state dict (.pth), or '' to train "
+                        'from scratch.')
+    torch_import.check_checkpoint_file('model.pretrained_backbone', m.pretrained_backbone)
   one_of('train.optimizer', t.optimizer, ('sgd', 'adam'))
   one_of('train.schedule', t.schedule, ('poly', 'constant'))
   steps_or_epochs(t)
