@@ -1,9 +1,11 @@
 """What the benchmarks measure alike: times, the environment, FLOPs and buffer sizes."""
 
+import os
 import time
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from gpjax.bench import measure
 
@@ -39,3 +41,19 @@ def test_compiled_memory_counts_arguments_and_outputs_less_donated_buffers():
   assert measure.compiled_memory_bytes(jax.jit(add).lower(a, a).compile()) == 12000
   donated = jax.jit(add, donate_argnums=0).lower(a, a).compile()
   assert measure.compiled_memory_bytes(donated) == 8000  # The output reuses x's buffer.
+
+
+def test_live_device_bytes_count_every_array_alive():
+  before = measure.live_device_bytes()
+  held = jnp.zeros((1000, 250), jnp.float32)  # 1,000,000 bytes.
+  assert measure.live_device_bytes() - before == 1_000_000
+  del held
+  assert measure.live_device_bytes() == before
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/status'), reason='reads Linux /proc')
+def test_peak_rss_is_the_kernels_high_water_mark_in_bytes():
+  with open('/proc/self/status') as f:
+    hwm = next(1024 * int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+  # Both read counters the kernel updates lazily (measured here: 170 KiB apart).
+  assert abs(measure.peak_rss_bytes() - hwm) < 0.02 * hwm

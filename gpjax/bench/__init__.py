@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = parser.parse_args(argv)
   bench, show = BENCHMARKS[args.command]
   record = {'benchmark': args.command, **measure.environment(argv), **bench(args)}
+  record['peak_rss_bytes'] = measure.peak_rss_bytes()  # The whole run's, compiles included.
   show(record)
+  print(f"peak resident memory of this process: {record['peak_rss_bytes'] / 2 ** 20:.0f} MiB")
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:

@@ -1,8 +1,12 @@
 """What every benchmark measures the same way: synchronised wall-clock times, the
-environment of the run, FLOPs and memory of a compiled call."""
+environment of the run, FLOPs and memory of a compiled call, and the process's peak
+resident memory."""
 
 import datetime
+import gc
 import os
+import resource
+import sys
 import time
 from typing import Any, Callable
 
@@ -50,6 +54,22 @@ def peak_memory_bytes() -> int | None:
   CPU): it never goes down, so later rows of one run include earlier rows' peaks."""
   stats = jax.devices()[0].memory_stats()
   return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
+
+
+def peak_rss_bytes() -> int:
+  """This process's peak resident memory so far (``ru_maxrss``), in bytes. On CPU it
+  includes the device buffers; it never goes down, so it covers everything the process
+  did before, imports and compiles included."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak if sys.platform == 'darwin' else peak * 1024  # Linux counts KiB, macOS bytes.
+
+
+def live_device_bytes() -> int:
+  """Bytes of every device array alive in this process, over all devices, after a
+  garbage collection: what a benchmark holds between calls (a call's own buffers are
+  `compiled_memory_bytes`)."""
+  gc.collect()
+  return sum(a.nbytes for a in jax.live_arrays())
 
 
 def compiled_memory_bytes(compiled) -> int | None:
