@@ -1,21 +1,19 @@
 """End-to-end tests of the classification task (the ``train`` job), in process: a micro run
-that learns, what it leaves in its workdir, a non-finite loss, and the CIFAR-10 path under tfds mock data."""
+that learns, what it leaves in its workdir, and the CIFAR-10 path under tfds mock data (the
+non-finite guards of its training: test_loop)."""
 
 import json
 import math
 import os
-import re
-import struct
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import tensorflow_datasets as tfds
+from test_writers import tensorboard_scalars
 
 from configs import micro
-from gpjax import checkpoint, trainer
+from gpjax import checkpoint
 from gpjax.data import batching, examples, input_pipeline
 from gpjax.tasks import classification
 
@@ -33,25 +31,6 @@ def micro_config(data_dir, **overrides):
 def read_rows(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
-
-
-def tensorboard_scalars(workdir):
-  """{tag: [(step, value), ...]} read from the TFRecord event files (no TensorFlow)."""
-  from tensorboardX.proto import event_pb2
-  scalars = {}
-  directory = os.path.join(workdir, 'tensorboard')
-  for name in sorted(os.listdir(directory)):
-    assert name.startswith('events.out.tfevents.'), name
-    with open(os.path.join(directory, name), 'rb') as f:
-      data = f.read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack('<Q', data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
 
 
 def eval_cell_counts(config, info, source):
@@ -145,30 +124,6 @@ def test_micro_run_metrics_and_files(micro_run):
   assert leaves and all(np.all(np.isfinite(x)) for x in leaves)
 
 
-def test_non_finite_loss_stops_and_keeps_good_checkpoints(data_dir, tmp_path):
-  """A learning rate of 1e30 blows the parameters up within a few steps: the run
-  stops with a FloatingPointError naming the step, and every checkpoint left
-  is from before that step and holds finite parameters."""
-  config = micro_config(data_dir, train__learning_rate=1e30, train__checkpoint_every=1,
-                        train__log_every=1, train__eval_every=30)
-  workdir = str(tmp_path)
-  with pytest.raises(FloatingPointError, match=r'Non-finite training loss .* at step \d+') as e:
-    classification.train_and_evaluate(config, workdir)
-  bad_step = int(re.search(r'at step (\d+)', str(e.value))[1])
-  assert 1 < bad_step < config.train.steps
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
-  assert steps and max(steps) < bad_step
-  assert steps == list(range(max(1, bad_step - config.train.keep_checkpoints), bad_step))
-  state = checkpoint.restore_raw(workdir)
-  assert int(state['step']) == bad_step - 1
-  for leaf in jax.tree.leaves(state['params']) + jax.tree.leaves(state['batch_stats']):
-    assert np.all(np.isfinite(leaf))
-  rows = read_rows(workdir)  # Rows up to the last good step only; no results.json.
-  assert [r['step'] for r in rows] == list(range(1, bad_step))
-  assert all(math.isfinite(r['loss']) for r in rows)
-  assert not os.path.exists(os.path.join(workdir, 'results.json'))
-
-
 def test_cifar10_path_under_mock_data(tmp_path):
   """--config.data.name=cifar10 trains and evaluates under tfds mock data (random
   32x32 images, 10 classes, 48 examples per split)."""
@@ -193,35 +148,6 @@ def test_cifar10_path_under_mock_data(tmp_path):
   rows = read_rows(workdir)
   assert [(r['step'], r['split']) for r in rows] == [(1, 'train'), (2, 'train'), (2, 'test')]
   assert all(math.isfinite(r['loss']) for r in rows if r['split'] == 'train')
-
-
-def test_non_finite_update_is_not_checkpointed(data_dir, tmp_path, monkeypatch):
-  """The loss of step s is computed before its update, so it can be finite while
-  the update makes the parameters NaN (e.g. overflowing gradients). Such a state
-  must not be saved as the newest checkpoint: a rerun would resume from it."""
-  poisoned_step = 4  # optax counts from 0: the 4th update is NaN.
-  make_optimizer = trainer.create_optimizer
-
-  def poisoned_optimizer(t, total_steps):
-    def update(updates, state, params=None):
-      scale = jnp.where(state.count == poisoned_step - 1, jnp.nan, 1.0)
-      return jax.tree.map(lambda u: u * scale, updates), optax.ScaleByScheduleState(
-          count=state.count + 1)
-    poison = optax.GradientTransformation(
-        lambda params: optax.ScaleByScheduleState(count=jnp.zeros((), jnp.int32)), update)
-    return optax.chain(make_optimizer(t, total_steps), poison)
-
-  monkeypatch.setattr(trainer, 'create_optimizer', poisoned_optimizer)
-  config = micro_config(data_dir, train__checkpoint_every=1, train__log_every=1,
-                        train__eval_every=30, train__steps=8)
-  workdir = str(tmp_path)
-  with pytest.raises(FloatingPointError, match=rf'step {poisoned_step}\b'):
-    classification.train_and_evaluate(config, workdir)
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
-  assert steps == list(range(1, poisoned_step))
-  state = checkpoint.restore_raw(workdir)
-  assert int(state['step']) == poisoned_step - 1
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state['params']))
 
 
 @pytest.mark.parametrize('layer', [5, 3])

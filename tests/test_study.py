@@ -1,16 +1,15 @@
 """gpjax.study: the grid, resume and skip, evaluators per run, summaries over seeds; and the
-three studies on it with training and probes faked (the real ones: test_reproduce)."""
+location study on it with training and probes faked (the real ones: test_reproduce; the
+AugShift and segmentation studies: test_augshift_study, test_segment_study)."""
 
 import os
 
 import pytest
 
 from configs import augshift_study as augshift_config
-from configs import segmentation_study as segmentation_config
 from configs import study as study_config
-from gpjax import augshift_study, segment_study, study, writers
-from gpjax.probes import invariance, permutation
-from gpjax.validate import ConfigError
+from gpjax import study, writers
+from gpjax.probes import permutation
 
 
 def fake_train(trained):
@@ -173,53 +172,6 @@ def test_layer_protocol_trains_permutenets_per_layer(monkeypatch, tmp_path):
   assert '| location | 3 | 2 | 20.5 ± 0.5 (n=2) | 90.0 | 50.5 | 24% |' in table
   assert "The paper's protocol" in table
   assert (tmp_path / 'layer_protocol.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-
-
-def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
-  config = augshift_config.get_config()
-  config.study.seeds, config.study.sweep_values = 2, '0,1'
-  metrics = dict.fromkeys(augshift_study.METRICS, 0.25)
-
-  def fake_measure(probe, out_dir):
-    run = writers.read_json(os.path.join(probe.invariance.source_workdir, 'results.json'))
-    result = {**metrics, 'consistency': run['test_accuracy'], 'other': [1, 2],
-              'accuracy_vs_shift': {'offsets': [[8, 0], [8, 8]], 'accuracy': [0.5, 0.7]}}
-    os.makedirs(out_dir)
-    writers.write_json(os.path.join(out_dir, 'results.json'), result)
-    return result
-
-  trained = []
-  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', fake_train(trained))
-  monkeypatch.setattr(invariance, 'run', fake_measure)
-  summary = augshift_study.run_study(config, str(tmp_path))
-  # 2 lambdas x 2 seeds, then standard training (one copy, lambda 0) for each seed.
-  assert trained[4:] == [f'semantic_linear_zero_g3_standard_s{s}' for s in range(2)]
-  assert summary['sweep_field'] == 'augshift.weight' and len(summary['evaluations']) == 6
-  (standard,) = summary['standard']
-  assert standard['metrics']['consistency']['values'] == pytest.approx([0.5, 0.51])
-  assert 'Standard training (one canvas per image' in (tmp_path / 'table.md').read_text()
-  assert set(summary['evaluations']['semantic_linear_zero_g3_weight1_s1']) == set(
-      augshift_study.METRICS)
-  assert summary['cells'][1]['metrics']['consistency']['values'] == pytest.approx([0.6, 0.61])
-  for name in ('accuracy.png', 'metrics.png', 'accuracy_vs_shift.png', 'table.md'):
-    assert os.path.getsize(tmp_path / name) > 0, name
-  monkeypatch.setattr(invariance, 'run', None)  # Cached: neither measured nor trained again.
-  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', None)
-  assert augshift_study.run_study(config, str(tmp_path)) == summary
-  config.evaluator.invariance.num_pairs = 0
-  with pytest.raises(ConfigError, match='evaluator.invariance.num_pairs'):
-    augshift_study.validate_study(config)
-
-
-def test_segment_study_grid_is_the_seeds():
-  config = segmentation_config.get_config('tiny')
-  config.study.seeds = 3
-  runs = segment_study.runs(config)
-  assert [n for n, _ in runs] == ['seed0', 'seed1', 'seed2']
-  assert [r.seed for _, r in runs] == [config.base.seed + s for s in range(3)]
-  config.study.seeds = 0
-  with pytest.raises(ConfigError, match='study.seeds'):
-    segment_study.validate_study(config)
 
 
 def test_over_steps_averages_the_curves_at_common_steps():

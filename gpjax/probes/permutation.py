@@ -186,6 +186,10 @@ def make_probe(model: Classifier, *, layer: int, num_cells: int, ordering_chunk:
                make_inputs: Callable | None = None) -> Callable[..., Sums]:
   """The jitted probe over all devices: ``fn(variables, batch, orderings) -> sums``.
 
+  A call holds its whole ``batch`` and, per device, the activations of ``image_chunk``
+  images (``ordering_chunk`` copies at layers 1-4): feed a test set in batches and sum the
+  calls' outputs (`evaluate`, `gpjax.bench.probe`) for a memory that does not grow with it.
+
   Args:
     model, layer, num_cells, ordering_chunk, image_chunk: as `probe_sums`
       (``image_chunk`` counts images per device).

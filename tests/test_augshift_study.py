@@ -1,0 +1,48 @@
+"""The AugShift study: the grid with its lambda sweep, the invariance measures of every run
+(cached), its files; training and the measures faked (the real ones: test_reproduce)."""
+
+import os
+
+import pytest
+from test_study import fake_train
+
+from configs import augshift_study as augshift_config
+from gpjax import augshift_study, writers
+from gpjax.probes import invariance
+from gpjax.validate import ConfigError
+
+
+def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
+  config = augshift_config.get_config()
+  config.study.seeds, config.study.sweep_values = 2, '0,1'
+  metrics = dict.fromkeys(augshift_study.METRICS, 0.25)
+
+  def fake_measure(probe, out_dir):
+    run = writers.read_json(os.path.join(probe.invariance.source_workdir, 'results.json'))
+    result = {**metrics, 'consistency': run['test_accuracy'], 'other': [1, 2],
+              'accuracy_vs_shift': {'offsets': [[8, 0], [8, 8]], 'accuracy': [0.5, 0.7]}}
+    os.makedirs(out_dir)
+    writers.write_json(os.path.join(out_dir, 'results.json'), result)
+    return result
+
+  trained = []
+  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', fake_train(trained))
+  monkeypatch.setattr(invariance, 'run', fake_measure)
+  summary = augshift_study.run_study(config, str(tmp_path))
+  # 2 lambdas x 2 seeds, then standard training (one copy, lambda 0) for each seed.
+  assert trained[4:] == [f'semantic_linear_zero_g3_standard_s{s}' for s in range(2)]
+  assert summary['sweep_field'] == 'augshift.weight' and len(summary['evaluations']) == 6
+  (standard,) = summary['standard']
+  assert standard['metrics']['consistency']['values'] == pytest.approx([0.5, 0.51])
+  assert 'Standard training (one canvas per image' in (tmp_path / 'table.md').read_text()
+  assert set(summary['evaluations']['semantic_linear_zero_g3_weight1_s1']) == set(
+      augshift_study.METRICS)
+  assert summary['cells'][1]['metrics']['consistency']['values'] == pytest.approx([0.6, 0.61])
+  for name in ('accuracy.png', 'metrics.png', 'accuracy_vs_shift.png', 'table.md'):
+    assert os.path.getsize(tmp_path / name) > 0, name
+  monkeypatch.setattr(invariance, 'run', None)  # Cached: neither measured nor trained again.
+  monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', None)
+  assert augshift_study.run_study(config, str(tmp_path)) == summary
+  config.evaluator.invariance.num_pairs = 0
+  with pytest.raises(ConfigError, match='evaluator.invariance.num_pairs'):
+    augshift_study.validate_study(config)

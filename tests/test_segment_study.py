@@ -1,0 +1,63 @@
+"""The segmentation study: its grid of seeds, and the built-in study end to end at tiny
+size (training, ranking, attacks, table, curves, rerun skipping finished steps)."""
+
+import json
+import os
+
+import pytest
+
+from configs import segmentation_study
+from gpjax import segment_study
+from gpjax.data import segmentation
+from gpjax.validate import ConfigError
+
+
+def test_segment_study_grid_is_the_seeds():
+  config = segmentation_study.get_config('tiny')
+  config.study.seeds = 3
+  runs = segment_study.runs(config)
+  assert [n for n, _ in runs] == ['seed0', 'seed1', 'seed2']
+  assert [r.seed for _, r in runs] == [config.base.seed + s for s in range(3)]
+  config.study.seeds = 0
+  with pytest.raises(ConfigError, match='study.seeds'):
+    segment_study.validate_study(config)
+
+
+@pytest.fixture(scope='module')
+def street_dir(tmp_path_factory):
+  path = tmp_path_factory.getbasetemp() / 'street_tfds'  # test_data_segmentation's, if built.
+  segmentation.load_segmentation('gpjax_street', 'train', data_dir=str(path))
+  return str(path)
+
+
+def test_tiny_study_end_to_end(street_dir, tmp_path):
+  config = segmentation_study.get_config('tiny')
+  with config.unlocked():
+    config.study.seeds = 1
+    config.base.data.data_dir = street_dir
+    config.attack.probe.num_examples = config.base.eval.num_examples  # The 16 of evaluation.
+    config.attack.probe.batch_size = 8
+    config.attack.attack.random_draws = 2
+  out = segment_study.run_study(config, str(tmp_path))
+  for name in ('results.json', 'table.md', 'curves.png', 'runs/seed0/results.json',
+               'runs/seed0/metrics.jsonl', 'attacks/seed0/results.json',
+               'attacks/seed0/ranking.json', 'attacks/seed0/curves.png'):
+    assert os.path.getsize(tmp_path / name) > 0, name
+  with open(tmp_path / 'curves.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  with open(tmp_path / 'attacks/seed0/results.json') as f:
+    attacked = json.load(f)
+  with open(tmp_path / 'attacks/seed0/ranking.json') as f:
+    ranking = json.load(f)
+  c = attacked['num_channels']
+  assert c == 128 and attacked['counts'] == [0, 10, 25, 50, 100]  # 200, 400 > C skipped.
+  assert all(sorted(ranking[k]) == list(range(c)) for k in ('overall', 'left', 'right'))
+  # The clean row is the trained model's own evaluation, exactly.
+  assert attacked['clean']['whole'] == out['test_miou_per_seed'][0]
+  assert out['table']['clean']['mean']['whole'] == attacked['clean']['whole']
+  row = out['table']['top-N overall']['mean']
+  assert row['left'] == attacked['top_overall']['left'][2]  # N = 25.
+  table = (tmp_path / 'table.md').read_text()
+  assert '| top-N left |' in table and '| random N |' in table
+  # Rerunning skips every finished step and gives the same results.
+  assert segment_study.run_study(config, str(tmp_path))['table'] == out['table']
