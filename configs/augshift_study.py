@@ -20,16 +20,8 @@ against) and lambda 0 (the same two copies, steps and batch, only the MSE term o
 loss's own share). Consistency is measured on the shifts AugShift trains for: two
 independent uniform pixel placements of the source on the canvas.
 
-Measured (CPU size, 9 runs, 860 s wall on 2 shared cores; mean ± std over 3 seeds):
-
-  lambda | test acc    | consistency | readout     | latent distance | acc over offsets
-  0      | 0.685±0.034 | 0.802±0.018 | 0.988±0.002 | 0.216±0.020     | 0.725±0.075
-  1      | 0.706±0.059 | 0.806±0.028 | 0.964±0.011 | 0.154±0.019     | 0.755±0.077
-  10     | 0.575±0.080 | 0.786±0.043 | 0.929±0.027 | 0.091±0.015     | 0.620±0.055
-
-The latent distance and the location readout fall with lambda; consistency does not move
-beyond the seed noise at this budget (400 steps leave the models at ~70% accuracy), and
-lambda 10 costs accuracy (lambda 100, one seed: 28%).
+Measured numbers (the quick suite's AugShift study, from a fresh clone):
+docs/results/reproduce_quick/REPORT.md, claim 4.
 """
 
 import ml_collections

@@ -1,6 +1,6 @@
 r"""The paper's findings from one command: three studies and a report with a verdict per claim.
 
-  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # ~15 min on 2 CPU cores
+  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # 15-18 min on 2 CPU cores
   python -m gpjax.reproduce --suite=paper --workdir=runs/paper       # GPU/TPU, hours
   python -m gpjax.main --config=configs/reproduce.py:quick --workdir=runs/reproduce  # the same
 
@@ -27,7 +27,7 @@ from configs import study
 SUITES = ('micro', 'quick', 'standard', 'paper')
 DESCRIPTIONS = {
     'micro': 'a minute or two on a CPU: every study at toy size, for the end-to-end tests',
-    'quick': 'about 15 minutes on 2 CPU cores: the built-in data at CPU size',
+    'quick': '15-18 minutes on 2 CPU cores: the built-in data at CPU size',
     'standard': 'about 90 minutes on 2 CPU cores: longer runs where the verdicts need them',
     'paper': "the paper's sizes on a GPU/TPU: CIFAR-10 and Cityscapes when prepared",
 }

@@ -3,31 +3,14 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from test_figures import capture_figures, is_png
 from test_report import suite_results
 
 from gpjax import study_figures
 
-PNG = b'\x89PNG\r\n\x1a\n'
-
-
 @pytest.fixture
 def captured(monkeypatch):
-  """The figure each call saves, kept open for inspection (`study_figures._save` closes it)."""
-  kept = []
-
-  def save(fig, path):
-    kept.append(fig)
-    fig.savefig(path, dpi=100)
-
-  monkeypatch.setattr(study_figures, '_save', save)
-  yield kept
-  for fig in kept:
-    plt.close(fig)
-
-
-def _png(path):
-  with open(path, 'rb') as f:
-    return f.read(8) == PNG
+  yield from capture_figures(monkeypatch, study_figures)
 
 
 def _cell(task, head, padding, mean, **extra):
@@ -48,7 +31,7 @@ def test_columns_are_task_head_pairs_in_first_seen_order():
 
 def test_accuracy_figure_has_a_bar_per_cell_and_the_chance_lines(tmp_path, captured):
   study_figures.save_accuracy_figure(str(tmp_path / 'a.png'), GRID_SUMMARY)
-  assert _png(tmp_path / 'a.png')
+  assert is_png(tmp_path / 'a.png')
   ax = captured[0].axes[0]
   bars = [(round(p.get_x() + p.get_width() / 2, 6), round(p.get_height(), 6))
           for p in ax.patches]
@@ -66,7 +49,7 @@ def test_metric_figure_plots_each_metric_against_the_sweep(tmp_path, captured):
            for w in (0.0, 0.5, 1.0)]
   summary = {'sweep_field': 'augshift.weight', 'cells': cells}
   study_figures.save_metric_figure(str(tmp_path / 'm.png'), summary)
-  assert _png(tmp_path / 'm.png')
+  assert is_png(tmp_path / 'm.png')
   accuracy, consistency = captured[0].axes
   assert (accuracy.get_title(), consistency.get_title()) == ('test accuracy', 'consistency')
   line = accuracy.containers[0].lines[0]  # The data line of the error bars.
@@ -84,7 +67,7 @@ def test_shift_curves_are_the_mean_over_seeds(tmp_path, captured):
           {'offsets': offsets, 'accuracy': [0.7, 0.4, 0.6]}]
   study_figures.save_shift_curves(str(tmp_path / 's.png'), {('gapnet', 'zero', 0.5): runs},
                                   'weight')
-  assert _png(tmp_path / 's.png')
+  assert is_png(tmp_path / 's.png')
   ax = captured[0].axes[0]
   [line] = ax.lines
   np.testing.assert_allclose(line.get_xdata(), [0, 4, 8])
@@ -94,7 +77,7 @@ def test_shift_curves_are_the_mean_over_seeds(tmp_path, captured):
 
 def test_summary_figure_has_the_four_panels_of_the_suite(tmp_path, captured):
   study_figures.save_summary_figure(str(tmp_path / 'summary.png'), suite_results())
-  assert _png(tmp_path / 'summary.png')
+  assert is_png(tmp_path / 'summary.png')
   heads, probes, augshift, attack = captured[0].axes
   assert [round(p.get_height(), 6) for p in heads.patches] == [90.0, 65.0, 15.0, 62.0]
   np.testing.assert_allclose(probes.lines[0].get_xydata(), [[4, 20.0], [5, 10.0]])
