@@ -219,18 +219,24 @@ def _init(config, info, mesh, model, tx):
   return jax.device_put(state, parallel.replicated(mesh))
 
 
-def test_augshift_step_values(setup):
-  """The runner's step against a recomputation by hand from the same pair canvases."""
-  src, info = setup
+def _first_step(config, src, info):
+  """Step 0 of the runner's step on the first batch of 8: (batch, model, the variables
+  before it, the state after it, its metrics on the host)."""
   mesh = parallel.make_mesh()
   batch = batching.host_batch(src, 0, global_batch_size=8, seed=0)
-  weight = 0.5
-  config = _config(enabled=True, weight=weight, max_shift=6)
   model, tx, step = _runner_step(classification.train_step, config, info, mesh)
   state = _init(config, info, mesh, model, tx)
   variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
   new_state, metrics = step(state, parallel.to_global(mesh, batch))
-  metrics = jax.device_get(metrics)
+  return batch, model, variables, new_state, jax.device_get(metrics)
+
+
+def test_augshift_step_values(setup):
+  """The runner's step against a recomputation by hand from the same pair canvases."""
+  src, info = setup
+  weight = 0.5
+  config = _config(enabled=True, weight=weight, max_shift=6)
+  batch, model, variables, new_state, metrics = _first_step(config, src, info)
 
   @jax.jit
   def by_hand(variables, batch):  # Step 0's key; both copies in one training-mode batch.
@@ -258,14 +264,8 @@ def test_standard_baseline_step_is_cross_entropy_on_copy_one(setup):
   """augshift.copies = 1: the step's loss is CE of the first shifted copy alone (the
   standard baseline), its batch B canvases, not 2B; lambda must be 0."""
   src, info = setup
-  mesh = parallel.make_mesh()
-  batch = batching.host_batch(src, 0, global_batch_size=8, seed=0)
   config = _config(enabled=True, weight=0.0, copies=1)
-  model, tx, step = _runner_step(classification.train_step, config, info, mesh)
-  state = _init(config, info, mesh, model, tx)
-  variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
-  _, metrics = step(state, parallel.to_global(mesh, batch))
-  metrics = jax.device_get(metrics)
+  batch, model, variables, _, metrics = _first_step(config, src, info)
 
   @jax.jit
   def by_hand(variables, batch):
