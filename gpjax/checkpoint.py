@@ -7,7 +7,7 @@ warning and the one before it is restored.
 """
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import orbax.checkpoint as ocp
@@ -32,8 +32,9 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any],
          metrics: dict[str, float] | None = None) -> None:
   """Saves ``state`` at ``step``, replacing a checkpoint already there: after a
-  resume, the only such one is a newer checkpoint that `restore_latest` skipped
-  as unreadable (Orbax refuses to save a step twice)."""
+  resume, the only such one is a newer checkpoint that `restore_common` skipped
+  (unreadable, or newer than the other runs' of its group; Orbax refuses to save a
+  step twice)."""
   if step in manager.all_steps():
     manager.wait_until_finished()
     manager.delete(step)
@@ -42,17 +43,21 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, 
                metrics=metrics, force=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, int] | None:
-  """Restores the newest loadable checkpoint into the shapes/shardings of ``target``.
+def restore_common(managers: Sequence[ocp.CheckpointManager],
+                   targets: Sequence[Any]) -> tuple[list[Any], int] | None:
+  """Restores, for runs trained together, the newest step that every manager holds and
+  that loads for all, each into the shapes/shardings of its ``target``.
 
-  Returns ``(state, step)``, or None when there is no checkpoint.
+  Returns ``([state per manager], step)``, or None when they have no such step (a group
+  with no common checkpoint starts afresh).
   """
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-  for step in sorted(manager.all_steps(), reverse=True):
+  abstracts = [jax.tree.map(ocp.utils.to_shape_dtype_struct, t) for t in targets]
+  common = set.intersection(*(set(m.all_steps()) for m in managers))
+  for step in sorted(common, reverse=True):
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract)))
-      return restored['state'], step
+      states = [m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(a)))
+                ['state'] for m, a in zip(managers, abstracts)]
+      return states, step
     except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
       logging.warning('Checkpoint at step %d could not be restored (%s: %s); trying the '
                       'previous one.', step, type(e).__name__, e)

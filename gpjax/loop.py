@@ -10,7 +10,7 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -79,8 +79,7 @@ def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
         step_fn: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]],
         batches: Callable[[int, int], Iterator[Any]],
         evaluate: Callable[[Any], dict[str, Any]], metric: str, desc: str) -> Outcome:
-  """Trains ``state`` to ``schedule.total`` steps. One function, so that what happens at a
-  step (preemption check, step, log, evaluation, checkpoint) reads in its order, top to bottom.
+  """Trains ``state`` to ``schedule.total`` steps: `run_group` of one run.
 
   Args:
     workdir: where checkpoints/, metrics.jsonl, TensorBoard events and
@@ -89,71 +88,120 @@ def run(workdir: str, state: Any, *, schedule: Schedule, config: dict[str, Any],
     schedule: steps between logs, evaluations and checkpoints.
     config: the run's config as a dict, saved as config.json and with each
       checkpoint.
-    step_fn: (state, host batch) -> (state, metrics with a 'loss').
+    step_fn: (state, host batch) -> (state, metrics with a scalar 'loss').
     batches: (start step, number of steps) -> iterator of host batches.
     evaluate: state -> test metrics, ``metric`` among them (higher is better).
     metric: the evaluation metric that picks the best checkpoint.
     desc: the progress bar's label.
   """
-  s = schedule
+  return run_group([workdir], state, schedule=schedule, configs=[config], step_fn=step_fn,
+                   batches=batches, evaluate=lambda i, s: evaluate(s), metric=metric,
+                   desc=desc, split=lambda s: [s], join=lambda states: states[0])[0]
+
+
+def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
+              configs: Sequence[dict[str, Any]],
+              step_fn: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]],
+              batches: Callable[[int, int], Iterator[Any]],
+              evaluate: Callable[[int, Any], dict[str, Any]], metric: str, desc: str,
+              split: Callable[[Any], Sequence[Any]],
+              join: Callable[[Sequence[Any]], Any]) -> list[Outcome]:
+  """Trains R runs that share one schedule, stepped together (`gpjax.multirun`), each with its
+  own workdir, checkpoints and metrics, as `run` would train it alone. One function, so that
+  what happens at a step (preemption check, step, log, evaluation, checkpoint) reads in its
+  order, top to bottom.
+
+  Args:
+    workdirs: the R runs' workdirs.
+    state: the group's state, e.g. a tuple of R states or one state stacked along a leading
+      run axis; ``split(state)`` gives the R states and ``join`` makes one from them.
+    schedule: shared by every run.
+    configs: each run's config as a dict (config.json, and saved with its checkpoints).
+    step_fn: (group state, group host batch) -> (group state, metrics: each a scalar
+      (R = 1) or (R,) array, 'loss' among them).
+    batches: (start step, number of steps) -> iterator of group host batches.
+    evaluate: (run index, run state) -> test metrics, ``metric`` among them.
+    metric, desc: as for `run`.
+
+  Returns:
+    Each run's `Outcome`. Every run resumes from the newest step that all their checkpoints
+    hold (`checkpoint.restore_common`); a non-finite loss or parameters in any run stops all.
+  """
+  s, num = schedule, len(workdirs)
   lead = jax.process_index() == 0
-  manager = checkpoint.make_manager(workdir, s.keep_checkpoints)
-  restored = checkpoint.restore_latest(manager, state)
+  managers = [checkpoint.make_manager(w, s.keep_checkpoints) for w in workdirs]
+  restored = checkpoint.restore_common(managers, split(state))
   start = 0
   if restored is not None:
-    state, start = restored
-  if lead:
-    writers.write_json(os.path.join(workdir, 'config.json'), config)
-  writer = writers.MetricWriter(workdir, resume_step=start, enabled=lead)
+    states, start = restored
+    state = join(states)
+  writers_ = []
+  for workdir, config in zip(workdirs, configs):
+    if lead:
+      writers.write_json(os.path.join(workdir, 'config.json'), config)
+    writers_.append(writers.MetricWriter(workdir, resume_step=start, enabled=lead))
   it = batches(start, s.total)
   preemption = _Preemption()
-  out = Outcome(state, evals=[_scalars(r) for r in writer.rows('test')])
-  pending, meta = [], {'config': config}
+  outs = [Outcome(None, evals=[_scalars(r) for r in w.rows('test')]) for w in writers_]
+  pending, metas = [], [{'config': c} for c in configs]
+  names = [os.path.basename(os.path.normpath(w)) for w in workdirs] if num > 1 else None
   timer = time.perf_counter()
   bar = tqdm.tqdm(total=s.total, initial=start, desc=desc, disable=not lead, dynamic_ncols=True)
+
+  def save(step: int, evals: list | None) -> None:
+    states = split(state)
+    for i, manager in enumerate(managers):
+      _check_finite(states[i], step, names and names[i])
+      checkpoint.save(manager, step, states[i], metas[i],
+                      {checkpoint.METRIC: evals[i][metric]} if evals else None)
+
   try:
     for step in range(start + 1, s.total + 1):
       if preemption.reached(step - 1):
-        _flush(pending, writer, bar, timer, s.batch_size)
-        if step - 1 not in manager.all_steps():  # Orbax refuses to save a step twice.
-          _check_finite(state, step - 1)
-          checkpoint.save(manager, step - 1, state, meta)
-        manager.wait_until_finished()
+        _flush(pending, writers_, bar, timer, s.batch_size, names)
+        if any(step - 1 not in m.all_steps() for m in managers):  # Not just saved.
+          save(step - 1, None)
+        for manager in managers:
+          manager.wait_until_finished()
         print(f'SIGTERM: saved a checkpoint at step {step - 1}; exiting.', flush=True)
-        out.state, out.preempted_at_step = state, step - 1
-        return out
+        for out, run_state in zip(outs, split(state)):
+          out.state, out.preempted_at_step = run_state, step - 1
+        return outs
       state, metrics = step_fn(state, next(it))
       pending.append((step, metrics))
       is_eval = step % s.eval_every == 0 or step == s.total or step in s.eval_at
       is_ckpt = step % s.checkpoint_every == 0 or step == s.total
       if step % s.log_every == 0 or is_eval or is_ckpt:
-        timer = _flush(pending, writer, bar, timer, s.batch_size)
+        timer = _flush(pending, writers_, bar, timer, s.batch_size, names)
       if is_eval:
-        out.last_eval = dict(evaluate(state), step=step)
-        writer.write(step, 'test', out.last_eval)
-        out.evals.append(_scalars(out.last_eval))
-        bar.write(f'step {step}: {metric} {out.last_eval[metric]:.4f}')
-        if out.best is None or out.last_eval[metric] > out.best[metric]:
-          out.best = dict(out.last_eval)
+        for i, (out, run_state) in enumerate(zip(outs, split(state))):
+          out.last_eval = dict(evaluate(i, run_state), step=step)
+          writers_[i].write(step, 'test', out.last_eval)
+          out.evals.append(_scalars(out.last_eval))
+          bar.write(f'step {step}: {names[i] + " " if names else ""}{metric} '
+                    f'{out.last_eval[metric]:.4f}')
+          if out.best is None or out.last_eval[metric] > out.best[metric]:
+            out.best = dict(out.last_eval)
       if is_ckpt:
-        _check_finite(state, step)
-        checkpoint.save(manager, step, state, meta,
-                        {checkpoint.METRIC: out.last_eval[metric]} if is_eval else None)
+        save(step, [out.last_eval for out in outs] if is_eval else None)
       if is_eval or is_ckpt:
         timer = time.perf_counter()  # Throughput counts training steps only.
   finally:
     bar.close()
     preemption.restore()
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
-  out.state = state
-  if out.last_eval is None:  # Resumed after the final step: evaluate the restored state.
-    out.last_eval = dict(evaluate(state), step=s.total)
-    if not out.evals or out.evals[-1]['step'] != s.total:
-      out.evals.append(_scalars(out.last_eval))
-  out.best = out.best or out.last_eval
-  return out
+    for manager in managers:
+      manager.wait_until_finished()
+      manager.close()
+    for writer in writers_:
+      writer.close()
+  for i, (out, run_state) in enumerate(zip(outs, split(state))):
+    out.state = run_state
+    if out.last_eval is None:  # Resumed after the final step: evaluate the restored state.
+      out.last_eval = dict(evaluate(i, run_state), step=s.total)
+      if not out.evals or out.evals[-1]['step'] != s.total:
+        out.evals.append(_scalars(out.last_eval))
+    out.best = out.best or out.last_eval
+  return outs
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, Any]:
@@ -166,31 +214,40 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _check_finite(state: Any, step: int) -> None:
+def _check_finite(state: Any, step: int, name: str | None = None) -> None:
   """Refuses to checkpoint a state that step `step` made non-finite (its loss,
   computed before the update, can still be finite), so resuming never starts from it."""
   if not bool(_all_finite((state.params, state.batch_stats))):
-    raise FloatingPointError(f'Non-finite parameters after step {step}; stopping. '
+    raise FloatingPointError(f'Non-finite parameters after step {step}{_of(name)}; stopping. '
                              'The last checkpoint before it is kept.')
 
 
-def _flush(pending: list, writer: writers.MetricWriter, bar, timer: float,
-           batch_size: int) -> float:
-  """Fetches the pending step metrics, stops on a non-finite loss, logs the mean."""
+def _of(name: str | None) -> str:
+  return f' in run {name}' if name else ''
+
+
+def _flush(pending: list, writers_: Sequence[writers.MetricWriter], bar, timer: float,
+           batch_size: int, names: Sequence[str] | None) -> float:
+  """Fetches the pending step metrics, stops on a non-finite loss, logs each run's mean."""
   if not pending:
     return timer
   steps = [s for s, _ in pending]
   values = jax.device_get([m for _, m in pending])
-  for s, m in zip(steps, values):
-    if not np.isfinite(m['loss']):
-      raise FloatingPointError(f'Non-finite training loss ({m["loss"]}) at step {s}; stopping. '
-                               'The last checkpoint before it is kept.')
+  num = len(writers_)
   now = time.perf_counter()
-  row = {k: float(np.mean([m[k] for m in values])) for k in values[0]}
-  row['images_per_s'] = len(steps) * batch_size / max(now - timer, 1e-9)
-  writer.write(steps[-1], 'train', row)
-  bar.update(steps[-1] - bar.n)
-  postfix = {k: f'{row[k]:.3f}' for k in ('loss', 'accuracy') if k in row}
-  bar.set_postfix(**postfix, img_s=f'{row["images_per_s"]:.0f}')
+  for i, writer in enumerate(writers_):
+    run = [{k: np.reshape(v, (num,))[i] for k, v in m.items()} for m in values]
+    for s, m in zip(steps, run):
+      if not np.isfinite(m['loss']):
+        raise FloatingPointError(f'Non-finite training loss ({m["loss"]}) at step {s}'
+                                 f'{_of(names and names[i])}; stopping. '
+                                 'The last checkpoint before it is kept.')
+    row = {k: float(np.mean([m[k] for m in run])) for k in run[0]}
+    row['images_per_s'] = len(steps) * batch_size / max(now - timer, 1e-9)  # This run's.
+    writer.write(steps[-1], 'train', row)
+    if i == 0:
+      bar.update(steps[-1] - bar.n)
+      postfix = {k: f'{row[k]:.3f}' for k in ('loss', 'accuracy') if k in row}
+      bar.set_postfix(**postfix, img_s=f'{row["images_per_s"]:.0f}')
   pending.clear()
   return now

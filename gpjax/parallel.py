@@ -21,23 +21,31 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def data_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+def _batch_spec(batch_axis: int) -> P:
+  """Split along ``batch_axis`` (1 when a leading axis holds several runs' batches)."""
+  return P(*(None,) * batch_axis, DATA_AXIS)
 
 
-def to_global(mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+def data_sharded(mesh: jax.sharding.Mesh, batch_axis: int = 0) -> NamedSharding:
+  return NamedSharding(mesh, _batch_spec(batch_axis))
+
+
+def to_global(mesh: jax.sharding.Mesh, local_batch: Any, batch_axis: int = 0) -> Any:
   """Assembles each process's slice (B_local, ...) into global arrays (B, ...)
-  sharded along the batch over the ``data`` axis."""
-  sharding = data_sharded(mesh)
+  sharded along the batch over the ``data`` axis; with ``batch_axis=1``, (R, B_local, ...)
+  into (R, B, ...)."""
+  sharding = data_sharded(mesh, batch_axis)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
 
 
-def shard_step(fn, mesh: jax.sharding.Mesh, *, outputs: int = 1, donate: bool = False):
+def shard_step(fn, mesh: jax.sharding.Mesh, *, outputs: int = 1, donate: bool = False,
+               batch_axis: int = 0):
   """``jit(shard_map(fn))`` for a per-device step ``fn(state, batch)``: the state
-  replicated, the batch split along the ``data`` axis, ``outputs`` replicated
-  results; ``donate`` reuses the state's buffers for the new state."""
+  replicated, the batch split along its ``batch_axis`` over the ``data`` axis, ``outputs``
+  replicated results; ``donate`` reuses the state's buffers for the new state."""
   out_specs = P() if outputs == 1 else (P(),) * outputs
-  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=out_specs)
+  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), _batch_spec(batch_axis)),
+                         out_specs=out_specs)
   return jax.jit(mapped, donate_argnums=0 if donate else ())
 
 

@@ -18,6 +18,7 @@ and hosts (up to float rounding).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -158,14 +159,26 @@ def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[st
                              batches)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: ModuleType,
-                       weights: Callable[[ml_collections.ConfigDict, nn.Module], Any] | None = None
-                       ) -> dict[str, Any]:
-  """Trains ``task`` in ``workdir`` (resuming from its newest checkpoint), evaluates it,
-  and returns the contents of ``results.json`` (or ``{'preempted_at_step': s}``).
-  ``weights(config, model)``, if given, returns variables that replace the initialised ones
-  of a fresh run (see `replace_variables`), or None to keep them."""
-  os.makedirs(workdir, exist_ok=True)
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What every run of one config shares but its seed: the data, the model, the optimiser
+  and the compiled per-device steps (`prepare`)."""
+  task: ModuleType
+  mesh: jax.sharding.Mesh
+  train_src: Any
+  test_src: Any
+  info: Any
+  model: nn.Module
+  tx: optax.GradientTransformation
+  schedule: loop.Schedule
+  train_step: Callable  # Per device: (state, batch) -> (state, metrics); see `parallel`.
+  p_train_step: Callable  # jit(shard_map(train_step)), the state donated.
+  p_eval_step: Callable  # jit(shard_map(task.eval_step)).
+
+
+def prepare(config: ml_collections.ConfigDict, task: ModuleType) -> Setup:
+  """Checks the batch sizes against the devices, loads the data, builds the model, the
+  optimiser, the schedule and the steps of ``config`` (its seed aside)."""
   mesh, t = parallel.make_mesh(), config.train
   for field, size in (('train.batch_size', t.batch_size),
                       ('eval.batch_size', config.eval.batch_size)):
@@ -174,34 +187,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Mo
   total, eval_every, ckpt_every = schedule(config, info.num_train)
   model = task.create_model(config, task.num_classes(config, info))
   tx = create_optimizer(t, total)
-  state = init_state(config.seed, model, tx, task.input_shape(config, info), mesh,
-                     weights=weights(config, model) if weights is not None else None)
-  p_train_step = parallel.shard_step(
-      functools.partial(task.train_step, model=model, tx=tx, config=config, info=info), mesh,
-      outputs=2, donate=True)
-  p_eval_step = parallel.shard_step(
-      functools.partial(task.eval_step, model=model, config=config, info=info), mesh)
+  step = functools.partial(task.train_step, model=model, tx=tx, config=config, info=info)
+  return Setup(
+      task=task, mesh=mesh, train_src=train_src, test_src=test_src, info=info, model=model,
+      tx=tx, schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every,
+                                    t.keep_checkpoints, t.batch_size, eval_steps(t)),
+      train_step=step, p_train_step=parallel.shard_step(step, mesh, outputs=2, donate=True),
+      p_eval_step=parallel.shard_step(
+          functools.partial(task.eval_step, model=model, config=config, info=info), mesh))
 
-  def batches(start: int, num_steps: int):
+
+def initial_state(setup: Setup, config: ml_collections.ConfigDict,
+                  weights: Callable[[ml_collections.ConfigDict, nn.Module], Any] | None = None
+                  ) -> TrainState:
+  """The fresh state of the run ``config`` (its ``seed``), replicated over the mesh."""
+  return init_state(config.seed, setup.model, setup.tx,
+                    setup.task.input_shape(config, setup.info), setup.mesh,
+                    weights=weights(config, setup.model) if weights is not None else None)
+
+
+def host_batches(setup: Setup, config: ml_collections.ConfigDict
+                 ) -> Callable[[int, int], Iterator[batching.Batch]]:
+  """(start step, number of steps) -> this process's training batches of run ``config``,
+  in order from ``start`` (pure functions of its seed and the step), read ahead."""
+  def batches(start: int, num_steps: int) -> Iterator[batching.Batch]:
     return batching.prefetch(
-        functools.partial(batching.host_batch, train_src, global_batch_size=t.batch_size,
-                          seed=config.seed, process_index=jax.process_index(),
+        functools.partial(batching.host_batch, setup.train_src,
+                          global_batch_size=config.train.batch_size, seed=config.seed,
+                          process_index=jax.process_index(),
                           process_count=jax.process_count()), start, num_steps)
+  return batches
 
-  def run_eval(state: TrainState) -> dict[str, Any]:
-    totals = evaluate(p_eval_step, state, task.eval_batches(test_src, config), mesh)
-    return task.summarize(totals, info)
 
-  # The checkpoint manager keeps the best by ``task.METRIC``.
-  out = loop.run(
-      workdir, state,
-      schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every, t.keep_checkpoints,
-                             t.batch_size, eval_steps(t)),
-      config=config.to_dict(),
-      step_fn=lambda state, batch: p_train_step(state, parallel.to_global(mesh, batch)),
-      batches=batches, evaluate=run_eval, metric=task.METRIC, desc=task.description(config))
+def run_eval(setup: Setup, config: ml_collections.ConfigDict, state: TrainState
+             ) -> dict[str, Any]:
+  """The task's test metrics of ``state`` over the whole evaluation split."""
+  totals = evaluate(setup.p_eval_step, state, setup.task.eval_batches(setup.test_src, config),
+                    setup.mesh)
+  return setup.task.summarize(totals, setup.info)
+
+
+def finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
+           out: loop.Outcome) -> dict[str, Any]:
+  """The run's ``results.json`` contents from the loop's `Outcome` (written with the task's
+  figures on process 0), or ``{'preempted_at_step': s}``."""
   if out.preempted_at_step is not None:
     return {'preempted_at_step': out.preempted_at_step}
+  task, info = setup.task, setup.info
   results = {'config': config.to_dict(), 'dataset': info.name,
              'num_classes': task.num_classes(config, info),
              **task.results(config, out.last_eval, out.best, info),
@@ -212,3 +244,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Mo
     writers.write_json(os.path.join(workdir, 'results.json'), results)
     task.write_figures(config, workdir, out.last_eval)
   return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: ModuleType,
+                       weights: Callable[[ml_collections.ConfigDict, nn.Module], Any] | None = None
+                       ) -> dict[str, Any]:
+  """Trains ``task`` in ``workdir`` (resuming from its newest checkpoint), evaluates it,
+  and returns the contents of ``results.json`` (or ``{'preempted_at_step': s}``).
+  ``weights(config, model)``, if given, returns variables that replace the initialised ones
+  of a fresh run (see `replace_variables`), or None to keep them. (Several seeds of one
+  config in one program: `gpjax.multirun`.)"""
+  os.makedirs(workdir, exist_ok=True)
+  setup = prepare(config, task)
+  # The checkpoint manager keeps the best by ``task.METRIC``.
+  out = loop.run(
+      workdir, initial_state(setup, config, weights), schedule=setup.schedule,
+      config=config.to_dict(),
+      step_fn=lambda state, batch: setup.p_train_step(state,
+                                                      parallel.to_global(setup.mesh, batch)),
+      batches=host_batches(setup, config), evaluate=lambda state: run_eval(setup, config, state),
+      metric=task.METRIC, desc=task.description(config))
+  return finish(setup, config, workdir, out)

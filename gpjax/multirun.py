@@ -1,0 +1,131 @@
+"""Several seeds of one config trained in one program: the runs of a study cell.
+
+Runs that differ only in ``seed`` share their data, model, optimiser and step shapes, so one
+compiled step can advance all R of them (`train_group`). Each run keeps its own keys (its
+``TrainState.seed``), its own data order, workdir, checkpoints, metrics and results.json, as
+`trainer.train_and_evaluate` would write them alone; a run trained in a group is loaded,
+probed and resumed as any other. Modes:
+
+- ``sequential``: one run after another (`trainer.train_and_evaluate`).
+- ``unroll``: one jitted step holding R copies of the per-run step (R independent
+  subgraphs that XLA schedules together); the same numbers as sequential runs.
+- ``vmap``: ``jit(vmap(step))`` over a leading run axis of the states and batches: batched
+  kernels, the fastest where one run leaves the device idle (GPU/TPU at small batches); on
+  XLA:CPU per-run convolutions become slow grouped convolutions.
+- ``map``: ``lax.map`` over the run axis: one compiled body run R times (smallest program).
+
+``auto`` is ``unroll`` on CPU and ``vmap`` elsewhere (`python -m gpjax.bench seeds` measures
+which wins where).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax import lax
+
+from gpjax import loop, parallel, trainer
+from gpjax.validate import ConfigError
+
+MODES = ('auto', 'sequential', 'unroll', 'vmap', 'map')
+
+
+def resolve(mode: str) -> str:
+  """``mode`` with 'auto' replaced by this backend's choice ('unroll' on CPU, else 'vmap')."""
+  if mode not in MODES:
+    raise ConfigError(f'config.study.train_seeds={mode!r} is not one of {MODES}.')
+  if mode == 'auto':
+    return 'unroll' if jax.default_backend() == 'cpu' else 'vmap'
+  return mode
+
+
+def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
+  """Raises ConfigError unless the configs differ in ``seed`` alone (and not there)."""
+  def without_seed(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {k: v for k, v in c.to_dict().items() if k != 'seed'}
+
+  first = without_seed(configs[0])
+  for c in configs[1:]:
+    if without_seed(c) != first:
+      diff = sorted(k for k in set(first) | set(without_seed(c))
+                    if first.get(k) != without_seed(c).get(k))
+      raise ConfigError(f'runs trained together must differ in seed only; these differ in '
+                        f'{diff}.')
+  seeds = [c.seed for c in configs]
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError(f'runs trained together need distinct seeds; got {seeds}.')
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree: Any, num: int) -> list[Any]:
+  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(num)]
+
+
+def group_step(train_step: Callable, mesh: jax.sharding.Mesh, mode: str, num: int) -> Callable:
+  """The jitted step of R = ``num`` runs from the per-device ``train_step(state, batch)``.
+
+  Returns:
+    (group state, group batch) -> (group state, metrics of shape (R,)). unroll: the group
+    state is a tuple of R states and the batch a tuple of R global batches; vmap/map: one
+    state with a leading run axis on every leaf and a (R, B, ...) batch.
+  """
+  def unrolled(states, batches):
+    outs = [train_step(s, b) for s, b in zip(states, batches)]
+    return tuple(o[0] for o in outs), _stack([o[1] for o in outs])
+
+  def mapped(state, batch):
+    return lax.map(lambda sb: train_step(*sb), (state, batch))
+
+  fn = {'unroll': unrolled, 'vmap': jax.vmap(train_step), 'map': mapped}[mode]
+  return parallel.shard_step(fn, mesh, outputs=2, donate=True,
+                             batch_axis=0 if mode == 'unroll' else 1)
+
+
+def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                task: ModuleType, mode: str = 'auto') -> list[dict[str, Any]]:
+  """Trains the runs ``configs`` (equal but for their seeds) in ``workdirs``, resuming from
+  the newest step all their checkpoints hold, and returns each run's results.json contents
+  (or ``{'preempted_at_step': s}``), as `trainer.train_and_evaluate` per run would."""
+  if len(configs) != len(workdirs):
+    raise ValueError(f'{len(configs)} configs for {len(workdirs)} workdirs.')
+  check_group(configs)
+  mode = resolve(mode)
+  if mode == 'sequential' or len(configs) == 1:
+    return [trainer.train_and_evaluate(c, w, task) for c, w in zip(configs, workdirs)]
+  for w in workdirs:
+    os.makedirs(w, exist_ok=True)
+  num, setup = len(configs), trainer.prepare(configs[0], task)
+  states = [trainer.initial_state(setup, c) for c in configs]
+  step = group_step(setup.train_step, setup.mesh, mode, num)
+  run_batches = [trainer.host_batches(setup, c) for c in configs]
+  if mode == 'unroll':
+    split, join = list, tuple
+  else:
+    split, join = (lambda s: _unstack(s, num)), _stack
+
+  def batches(start: int, total: int) -> Iterator[Any]:
+    its = [b(start, total) for b in run_batches]
+    try:
+      for group in zip(*its):
+        yield group if mode == 'unroll' else jax.tree.map(lambda *xs: np.stack(xs), *group)
+    finally:  # Cancels the runs' read-ahead.
+      for it in its:
+        it.close()
+
+  axis = 0 if mode == 'unroll' else 1
+  outs = loop.run_group(
+      workdirs, join(states), schedule=setup.schedule, configs=[c.to_dict() for c in configs],
+      step_fn=lambda state, batch: step(state, parallel.to_global(setup.mesh, batch, axis)),
+      batches=batches, evaluate=lambda i, s: trainer.run_eval(setup, configs[i], s),
+      metric=task.METRIC, desc=f'{task.description(configs[0])} x{num} ({mode})',
+      split=split, join=join)
+  return [trainer.finish(setup, c, w, out) for c, w, out in zip(configs, workdirs, outs)]
