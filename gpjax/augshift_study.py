@@ -70,7 +70,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   grid, standard, (field, _) = study.run_configs(config, sweep(config)), standard_runs(config), \
       sweep(config)
   outcome = study.run_grid(grid + standard, workdir, classification.train_and_evaluate,
-                           {'invariance': functools.partial(measure, config)}, progress)
+                           {'invariance': functools.partial(measure, config)}, progress,
+                           study.cell_trainer(config, classification))
   if outcome.preempted is not None:
     return outcome.preempted
   measured = outcome.evaluations['invariance']

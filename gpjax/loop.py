@@ -143,6 +143,8 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
   it = batches(start, s.total)
   preemption = _Preemption()
   outs = [Outcome(None, evals=[_scalars(r) for r in w.rows('test')]) for w in writers_]
+  for out in outs:  # After a resume, the best so far counts the evaluations before it.
+    out.best = dict(max(out.evals, key=lambda r: r[metric])) if out.evals else None
   pending, metas = [], [{'config': c} for c in configs]
   names = [os.path.basename(os.path.normpath(w)) for w in workdirs] if num > 1 else None
   timer = time.perf_counter()

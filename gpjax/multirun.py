@@ -91,20 +91,23 @@ def group_step(train_step: Callable, mesh: jax.sharding.Mesh, mode: str, num: in
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
-                task: ModuleType, mode: str = 'auto') -> list[dict[str, Any]]:
+                task: ModuleType, mode: str = 'auto',
+                weights: Callable[[ml_collections.ConfigDict, Any], Any] | None = None
+                ) -> list[dict[str, Any]]:
   """Trains the runs ``configs`` (equal but for their seeds) in ``workdirs``, resuming from
   the newest step all their checkpoints hold, and returns each run's results.json contents
-  (or ``{'preempted_at_step': s}``), as `trainer.train_and_evaluate` per run would."""
+  (or ``{'preempted_at_step': s}``), as `trainer.train_and_evaluate` per run (with
+  ``weights``, see there) would."""
   if len(configs) != len(workdirs):
     raise ValueError(f'{len(configs)} configs for {len(workdirs)} workdirs.')
   check_group(configs)
   mode = resolve(mode)
   if mode == 'sequential' or len(configs) == 1:
-    return [trainer.train_and_evaluate(c, w, task) for c, w in zip(configs, workdirs)]
+    return [trainer.train_and_evaluate(c, w, task, weights) for c, w in zip(configs, workdirs)]
   for w in workdirs:
     os.makedirs(w, exist_ok=True)
   num, setup = len(configs), trainer.prepare(configs[0], task)
-  states = [trainer.initial_state(setup, c) for c in configs]
+  states = [trainer.initial_state(setup, c, weights) for c in configs]
   step = group_step(setup.train_step, setup.mesh, mode, num)
   run_batches = [trainer.host_batches(setup, c) for c in configs]
   if mode == 'unroll':

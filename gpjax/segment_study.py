@@ -33,6 +33,7 @@ def runs(config: ml_collections.ConfigDict) -> study.Runs:
 def validate_study(config: ml_collections.ConfigDict) -> None:
   """Checks the study fields and the training config before any work."""
   at_least('study.seeds', config.study.seeds, 1)
+  study.check_train_seeds(config)
   counts = attack.parse_counts(config.attack.attack.counts)
   if config.study.table_count not in counts:
     raise ConfigError(f'config.study.table_count={config.study.table_count} must be one of '
@@ -105,7 +106,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   validate_study(config)
   grid = runs(config)
   outcome = study.run_grid(grid, workdir, segmentation.train_and_evaluate,
-                           {'attack': functools.partial(attack_run, config, workdir)}, progress)
+                           {'attack': functools.partial(attack_run, config, workdir)}, progress,
+                           study.cell_trainer(config, segmentation,
+                                              segmentation.pretrained_weights))
   if outcome.preempted is not None:
     return outcome.preempted
   per_seed = [outcome.evaluations['attack'][name] for name, _ in grid]

@@ -34,6 +34,7 @@ AXES = ('task', 'head', 'padding', 'grid')
 Runs = list[tuple[str, ml_collections.ConfigDict]]  # (run name, its training config).
 Sweep = tuple[str, Sequence[Any]]  # (dotted training-config field, its values): one more axis.
 Train = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]  # (config, run_dir) -> results.
+TrainCell = Callable[[list[ml_collections.ConfigDict], list[str]], list[dict[str, Any]]]  # Many.
 Evaluator = Callable[[str, ml_collections.ConfigDict, str], dict[str, Any]]  # (name, config, dir).
 Progress = Callable[[str, int, int], None]  # (run name, its index, number of runs).
 
@@ -137,11 +138,18 @@ def layer_configs(config: ml_collections.ConfigDict) -> Runs:
   return grid(config.base, cells, s.seeds)
 
 
+def check_train_seeds(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError unless ``study.train_seeds`` is a mode of `gpjax.multirun`."""
+  from gpjax import multirun
+  multirun.resolve(config.study.train_seeds)
+
+
 def validate_runs(config: ml_collections.ConfigDict, runs: Runs,
                   check: Callable[[ml_collections.ConfigDict], None] = validate) -> None:
   """Checks ``study.seeds`` and every run's training config with ``check`` before any work."""
   if config.study.seeds < 1:
     raise ConfigError(f'config.study.seeds={config.study.seeds!r} must be >= 1.')
+  check_train_seeds(config)
   for name, run in runs:
     try:
       check(run)
@@ -159,26 +167,63 @@ class Outcome:
 
 def run_grid(runs: Runs, workdir: str, train_fn: Train,
              evaluators: Mapping[str, Evaluator] | None = None,
-             progress: Progress | None = None) -> Outcome:
+             progress: Progress | None = None, train_cell: TrainCell | None = None) -> Outcome:
   """Trains every run of ``runs`` not finished yet in ``workdir/runs/<name>`` and calls each
-  evaluator on it; stops at a preempted run. ``progress(name, i, n)`` before each run."""
+  evaluator on it; stops at a preempted run. ``progress(name, i, n)`` before each run.
+  With ``train_cell``, the unfinished runs of a cell (consecutive runs equal but for their
+  seeds) are trained together by it (`gpjax.multirun.train_group`), else one by one with
+  ``train_fn``."""
   evaluators = evaluators or {}
   outcome = Outcome({}, {e: {} for e in evaluators})
-  for i, (name, run) in enumerate(runs):
-    run_dir = os.path.join(workdir, 'runs', name)
-    if progress:
-      progress(name, i, len(runs))
-    outcome.results[name] = cached(os.path.join(run_dir, 'results.json'))
-    if outcome.results[name] is None:
-      print(f'[{i + 1}/{len(runs)}] {name}', flush=True)
-      out = train_fn(run, run_dir)
-      if 'preempted_at_step' in out:
-        outcome.preempted = out
-        return outcome
-      outcome.results[name] = writers.as_json(out)
-    for e, evaluate in evaluators.items():
-      outcome.evaluations[e][name] = evaluate(name, run, run_dir)
+  for cell in _cells(runs) if train_cell else [[i] for i in range(len(runs))]:
+    todo = []
+    for i in cell:
+      name, run = runs[i]
+      if progress:
+        progress(name, i, len(runs))
+      outcome.results[name] = cached(os.path.join(workdir, 'runs', name, 'results.json'))
+      if outcome.results[name] is None:
+        todo.append(i)
+    if todo:
+      print(f'[{todo[0] + 1}/{len(runs)}] ' + ', '.join(runs[i][0] for i in todo), flush=True)
+      dirs = [os.path.join(workdir, 'runs', runs[i][0]) for i in todo]
+      outs = (train_cell([runs[i][1] for i in todo], dirs) if len(todo) > 1
+              else [train_fn(runs[todo[0]][1], dirs[0])])
+      for i, out in zip(todo, outs):
+        if 'preempted_at_step' in out:
+          outcome.preempted = out
+          return outcome
+        outcome.results[runs[i][0]] = writers.as_json(out)
+    for i in cell:
+      name, run = runs[i]
+      for e, evaluate in evaluators.items():
+        outcome.evaluations[e][name] = evaluate(name, run, os.path.join(workdir, 'runs', name))
   return outcome
+
+
+def _cells(runs: Runs) -> list[list[int]]:
+  """The indices of ``runs`` in groups of consecutive runs whose configs differ only in seed."""
+  def key(run: ml_collections.ConfigDict) -> dict[str, Any]:
+    return {k: v for k, v in run.to_dict().items() if k != 'seed'}
+
+  cells: list[list[int]] = []
+  for i, (_, run) in enumerate(runs):
+    if cells and key(runs[cells[-1][-1]][1]) == key(run):
+      cells[-1].append(i)
+    else:
+      cells.append([i])
+  return cells
+
+
+def cell_trainer(config: ml_collections.ConfigDict, task: Any,
+                 weights: Any = None) -> TrainCell | None:
+  """`run_grid`'s ``train_cell`` for ``task``: `gpjax.multirun.train_group` in the mode of
+  ``study.train_seeds``; None (one run at a time) when that mode is 'sequential'."""
+  from gpjax import multirun  # Imported here: gpjax.multirun imports the trainer.
+  mode = multirun.resolve(config.study.train_seeds)
+  if mode == 'sequential':
+    return None
+  return functools.partial(multirun.train_group, task=task, mode=mode, weights=weights)
 
 
 def cached(path: str) -> dict[str, Any] | None:
@@ -438,7 +483,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   if config.study.probe_heads:  # '' = no probes.
     evaluators['probes'] = functools.partial(probe_layers, config)
   outcome = run_grid(all_runs(config), workdir, classification.train_and_evaluate, evaluators,
-                     progress)
+                     progress, cell_trainer(config, classification))
   if outcome.preempted is not None:
     return outcome.preempted
   summary = summarize(runs, outcome.results)

@@ -26,6 +26,7 @@ def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
     return result
 
   trained = []
+  config.study.train_seeds = 'sequential'  # One run at a time: the faked training.
   monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', fake_train(trained))
   monkeypatch.setattr(invariance, 'run', fake_measure)
   summary = augshift_study.run_study(config, str(tmp_path))

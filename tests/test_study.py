@@ -131,6 +131,7 @@ def test_location_study_probes_only_unpermuted_runs(monkeypatch, tmp_path):
     return {'accuracy_identity': 0.5, 'summary': {'mean': 0.1 * probe.probe.layer},
             'chance': 1 / 9}
 
+  config.study.train_seeds = 'sequential'  # One run at a time: the faked training.
   monkeypatch.setattr(study.classification, 'train_and_evaluate', fake_train([]))
   monkeypatch.setattr(permutation, 'run', fake_probe)
   summary = study.run_study(config, str(tmp_path))
@@ -153,6 +154,7 @@ def test_layer_protocol_trains_permutenets_per_layer(monkeypatch, tmp_path):
   config.study.probe_heads, config.study.layer_protocol = '', '2,5'
   config.study.plain_heads = ''
   trained = []
+  config.study.train_seeds = 'sequential'  # One run at a time: the faked training.
   monkeypatch.setattr(study.classification, 'train_and_evaluate', fake_train(trained))
   summary = study.run_study(config, str(tmp_path))
   assert len(trained) == len(set(trained)) == 12  # 2 tasks x (gapnet, permutenet, layer 2) x 2.
