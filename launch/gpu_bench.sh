@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks to run on one GPU machine (works offline): train, eval and canvas at
-# batch 48/256/1024 in float32 and bfloat16, and the channel-permutation probe, each
+# batch 48/256/1024 in float32 and bfloat16, seeds in one program (gpjax.multirun) and the
+# channel-permutation probe, each
 # writing a JSON record. Every record has its own baseline (a bf16 8192^3 matmul)
 # measured in the same process.
 #   launch/gpu_bench.sh [OUTDIR]      OUTDIR: default $OUT if set, else docs/benchmarks/
@@ -37,6 +38,10 @@ bench train "${common[@]}" "${model[@]}" --head gapnet --out "$out/train_gapnet_
 bench train "${common[@]}" "${model[@]}" --head permutenet --out "$out/train_permutenet_$tag.json"
 bench eval "${common[@]}" "${model[@]}" --head gapnet --out "$out/eval_gapnet_$tag.json"
 bench canvas "${common[@]}" --out "$out/canvas_$tag.json"
+# Three seeds of the paper's cell (batch 48, width 64, 32x32 sources) in one program vs one
+# after another: at batch 48 one run leaves a GPU mostly idle.
+bench seeds --seeds 3 --width "$width" --source-size 32 --batch 48 --grid "$grid" \
+    --steps "$steps" --warmup "$warmup" --torch off --out "$out/seeds_$tag.json"
 if [[ ${PROBE:-1} != 0 ]]; then
   for dtype in ${dtypes//,/ }; do
     bench probe --layer 5 --orderings 1024 --images "$probe_images" --dtype "$dtype" --width "$width" \

@@ -50,6 +50,8 @@ bench.main(['canvas', *tiny[:6], '--grid', '2', '--matmul-size', '0',
 bench.main(['probe', '--layer', '5', '--orderings', '2', '--images', '8', '--width', '4',
             '--repeats', '1', '--official-orderings', '1', '--official-batch', '8',
             '--out', f'{sys.argv[1]}/probe.json'])
+bench.main(['seeds', '--seeds', '2', '--width', '4', '--source-size', '8', '--batch', '8',
+            '--steps', '1', '--warmup', '0', '--torch', 'off', '--out', f'{sys.argv[1]}/seeds.json'])
 assert 'ml_collections' in sys.modules  # The step config: configs/location.py.
 """
 
@@ -57,7 +59,7 @@ assert 'ml_collections' in sys.modules  # The step config: configs/location.py.
 def test_benchmarks_run_without_tfds_sklearn_or_tensorboardx(tmp_path, env):
   subprocess.run([sys.executable, '-c', WITHOUT_DATA_STACK, str(tmp_path)], check=True, env=env,
                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  for command in ('train', 'eval', 'canvas', 'probe'):
+  for command in ('train', 'eval', 'canvas', 'probe', 'seeds'):
     with open(tmp_path / f'{command}.json') as f:
       assert json.load(f)['benchmark'] == command
 
@@ -67,4 +69,4 @@ def test_python_m_gpjax_bench_lists_every_subcommand(env):
                        capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
   assert out.startswith('usage: python -m gpjax.bench')
-  assert '{probe,train,eval,canvas}' in out
+  assert '{probe,train,eval,canvas,seeds}' in out
