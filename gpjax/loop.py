@@ -150,8 +150,7 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
   timer = time.perf_counter()
   bar = tqdm.tqdm(total=s.total, initial=start, desc=desc, disable=not lead, dynamic_ncols=True)
 
-  def save(step: int, evals: list | None) -> None:
-    states = split(state)
+  def save(step: int, states: Sequence[Any], evals: list | None) -> None:
     for i, manager in enumerate(managers):
       _check_finite(states[i], step, names and names[i])
       checkpoint.save(manager, step, states[i], metas[i],
@@ -162,7 +161,7 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
       if preemption.reached(step - 1):
         _flush(pending, writers_, bar, timer, s.batch_size, names)
         if any(step - 1 not in m.all_steps() for m in managers):  # Not just saved.
-          save(step - 1, None)
+          save(step - 1, split(state), None)
         for manager in managers:
           manager.wait_until_finished()
         print(f'SIGTERM: saved a checkpoint at step {step - 1}; exiting.', flush=True)
@@ -185,7 +184,7 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
           if out.best is None or out.last_eval[metric] > out.best[metric]:
             out.best = dict(out.last_eval)
       if is_ckpt:
-        save(step, [out.last_eval for out in outs] if is_eval else None)
+        save(step, split(state), [out.last_eval for out in outs] if is_eval else None)
       if is_eval or is_ckpt:
         timer = time.perf_counter()  # Throughput counts training steps only.
   finally:
