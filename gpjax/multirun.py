@@ -45,16 +45,18 @@ def resolve(mode: str) -> str:
   return mode
 
 
+def without_seed(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as a dict, ``seed`` left out: equal for the runs of one group."""
+  return {k: v for k, v in config.to_dict().items() if k != 'seed'}
+
+
 def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
   """Raises ConfigError unless the configs differ in ``seed`` alone (and not there)."""
-  def without_seed(c: ml_collections.ConfigDict) -> dict[str, Any]:
-    return {k: v for k, v in c.to_dict().items() if k != 'seed'}
-
   first = without_seed(configs[0])
   for c in configs[1:]:
-    if without_seed(c) != first:
-      diff = sorted(k for k in set(first) | set(without_seed(c))
-                    if first.get(k) != without_seed(c).get(k))
+    other = without_seed(c)
+    if other != first:
+      diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
       raise ConfigError(f'runs trained together must differ in seed only; these differ in '
                         f'{diff}.')
   seeds = [c.seed for c in configs]

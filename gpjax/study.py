@@ -25,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import claims, study_figures, writers
+from gpjax import claims, multirun, study_figures, writers
 from gpjax.probes import permutation
 from gpjax.tasks import classification
 from gpjax.validate import ConfigError, validate
@@ -140,7 +140,6 @@ def layer_configs(config: ml_collections.ConfigDict) -> Runs:
 
 def check_train_seeds(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless ``study.train_seeds`` is a mode of `gpjax.multirun`."""
-  from gpjax import multirun
   multirun.resolve(config.study.train_seeds)
 
 
@@ -203,12 +202,9 @@ def run_grid(runs: Runs, workdir: str, train_fn: Train,
 
 def _cells(runs: Runs) -> list[list[int]]:
   """The indices of ``runs`` in groups of consecutive runs whose configs differ only in seed."""
-  def key(run: ml_collections.ConfigDict) -> dict[str, Any]:
-    return {k: v for k, v in run.to_dict().items() if k != 'seed'}
-
   cells: list[list[int]] = []
   for i, (_, run) in enumerate(runs):
-    if cells and key(runs[cells[-1][-1]][1]) == key(run):
+    if cells and multirun.without_seed(runs[cells[-1][-1]][1]) == multirun.without_seed(run):
       cells[-1].append(i)
     else:
       cells.append([i])
@@ -219,7 +215,6 @@ def cell_trainer(config: ml_collections.ConfigDict, task: Any,
                  weights: Any = None) -> TrainCell | None:
   """`run_grid`'s ``train_cell`` for ``task``: `gpjax.multirun.train_group` in the mode of
   ``study.train_seeds``; None (one run at a time) when that mode is 'sequential'."""
-  from gpjax import multirun  # Imported here: gpjax.multirun imports the trainer.
   mode = multirun.resolve(config.study.train_seeds)
   if mode == 'sequential':
     return None
