@@ -124,11 +124,18 @@ def location_over_steps(summary: dict[str, Any],
 
 
 def trend(values: list[float], flat: float = 0.01) -> str:
-  """'growing', 'falling' or 'flat' (last minus first within ``flat``), over the finite values."""
+  """The shape of a curve over its finite values: 'growing', 'falling' or 'flat' (last minus
+  first within ``flat``); 'rising, then falling' ('falling, then rising') when an interior
+  value lies above (below) both ends by more than ``flat``."""
   finite = [v for v in values if v is not None and math.isfinite(v)]
   if len(finite) < 2:
     return 'not measurable'
-  change = finite[-1] - finite[0]
+  first, last, inner = finite[0], finite[-1], finite[1:-1]
+  if inner and max(inner) - max(first, last) > flat:
+    return 'rising, then falling'
+  if inner and min(first, last) - min(inner) > flat:
+    return 'falling, then rising'
+  change = last - first
   return 'flat' if abs(change) < flat else 'growing' if change > 0 else 'falling'
 
 

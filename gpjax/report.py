@@ -84,8 +84,12 @@ def curve_text(key: str, curves: dict[str, Any] | None) -> str | None:
     values = [e[field] for e in evidence]
   shown = ', '.join(f'{s}: {"n/a" if v is None else f"{v:.3f}"}'
                     for s, v in zip(curves['steps'], values))
-  holds = sum(curves[key]['holds'])
-  return (f'Over training steps ({shown}) the {words} is {claims_lib.trend(values)}; the rule '
+  holds, shape = sum(curves[key]['holds']), claims_lib.trend(values)
+  if shape.startswith(('rising', 'falling,')):  # Name the turning point.
+    measured = [(v, s) for s, v in zip(curves['steps'], values) if v is not None]
+    v, s = (max if shape.startswith('rising') else min)(measured)
+    shape += f' ({"highest" if shape.startswith("rising") else "lowest"} {v:.3f} at step {s})'
+  return (f'Over training steps ({shown}) the {words} is {shape}; the rule '
           f'holds at {holds} of {len(values)} evaluated steps.')
 
 

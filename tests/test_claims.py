@@ -168,8 +168,10 @@ def test_location_over_steps_needs_every_cell_curve():
   assert claims.location_over_steps(summary, _thresholds()) is None
 
 
-@pytest.mark.parametrize('values, word', [([0.1, 0.5], 'growing'), ([0.5, 0.1], 'falling'),
-                                          ([0.5, 0.505], 'flat'), ([None, 0.5], 'not measurable')])
+@pytest.mark.parametrize('values, word', [
+    ([0.1, 0.5], 'growing'), ([0.5, 0.1], 'falling'), ([0.5, 0.505], 'flat'),
+    ([None, 0.5], 'not measurable'), ([0.02, 0.86, 0.8, 0.72], 'rising, then falling'),
+    ([0.5, 0.2, 0.6], 'falling, then rising'), ([0.1, 0.5, 0.505], 'growing')])
 def test_trend(values, word):
   assert claims.trend(values) == word
 

@@ -151,3 +151,13 @@ def test_curves_are_described_and_drawn(tmp_path):
           'not measurable; the rule holds at 0 of 2 evaluated steps.') in text
   assert (tmp_path / 'claim_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert '](claim_curves.png)' in text
+
+
+def test_a_curve_that_turns_names_its_turning_point():
+  curves = {'steps': [25, 50, 800], 'permute_location': {
+      'holds': [False, True, True],
+      'evidence': [{'drop': 0.02}, {'drop': 0.858}, {'drop': 0.715}]}}
+  assert report.curve_text('permute_location', curves) == (
+      'Over training steps (25: 0.020, 50: 0.858, 800: 0.715) the GAPNet minus PermuteNet '
+      'location accuracy is rising, then falling (highest 0.858 at step 50); the rule holds at '
+      '2 of 3 evaluated steps.')
