@@ -186,12 +186,24 @@ def _environment() -> tuple[dict[str, str], dict[str, Any]]:
     except importlib.metadata.PackageNotFoundError:
       versions[package.replace('-', '_')] = None
   d = jax.devices()
-  kind = d[0].device_kind
-  description = (f'{len(d)} x {kind}' + (f' ({os.cpu_count()} CPU cores)'
+  kind, cpu = d[0].device_kind, _cpu_model()
+  description = (f'{len(d)} x {kind}' + (f' ({os.cpu_count()} CPU cores, {cpu})'
                                           if d[0].platform == 'cpu' else ''))
   return versions, {'platform': d[0].platform, 'kind': kind, 'count': len(d),
                     'processes': jax.process_count(), 'cpu_cores': os.cpu_count(),
-                    'description': description}
+                    'cpu_model': cpu, 'description': description}
+
+
+def _cpu_model() -> str:
+  """The host CPU's model name (XLA:CPU's float results depend on it), or 'unknown CPU'."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown CPU'
 
 
 def run_studies(config: ml_collections.ConfigDict, workdir: str
