@@ -1,12 +1,12 @@
 r"""The paper's findings from one command: three studies and a report with a verdict per claim.
 
-  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # 15-18 min on 2 CPU cores
+  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # about 13 min on 2 CPU cores
   python -m gpjax.reproduce --suite=paper --workdir=runs/paper       # GPU/TPU, hours
   python -m gpjax.main --config=configs/reproduce.py:quick --workdir=runs/reproduce  # the same
 
 Suites: ``micro`` (the end-to-end tests, a couple of minutes), ``quick`` (the built-in
 data at CPU size), ``standard`` (the same data with 4x the PermuteNet and 3x the AugShift
-and segmentation training, three seeds, fewer side cells: about 90 minutes) and ``paper`` (ResNet-18 at width 64 on 96x96 canvases for 20 epochs,
+and segmentation training, three seeds, fewer side cells: about an hour) and ``paper`` (ResNet-18 at width 64 on 96x96 canvases for 20 epochs,
 3 seeds, on CIFAR-10 when it is prepared in ``data_dir``, else on the built-in digits at
 32x32; DeepLabv3-ResNet50 on Cityscapes when prepared, else on the large street scenes).
 
@@ -27,8 +27,8 @@ from configs import study
 SUITES = ('micro', 'quick', 'standard', 'paper')
 DESCRIPTIONS = {
     'micro': 'a minute or two on a CPU: every study at toy size, for the end-to-end tests',
-    'quick': '15-18 minutes on 2 CPU cores: the built-in data at CPU size',
-    'standard': 'about 90 minutes on 2 CPU cores: longer runs where the verdicts need them',
+    'quick': 'about 13 minutes on 2 CPU cores: the built-in data at CPU size',
+    'standard': 'about an hour on 2 CPU cores: longer runs where the verdicts need them',
     'paper': "the paper's sizes on a GPU/TPU: CIFAR-10 and Cityscapes when prepared",
 }
 

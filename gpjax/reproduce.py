@@ -1,6 +1,6 @@
 r"""The paper's findings from one command: runs a suite of studies and writes REPORT.md.
 
-  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # 15-18 min, 2 CPU cores
+  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # about 13 min, 2 CPU cores
   python -m gpjax.reproduce --suite=paper --workdir=runs/paper --data_dir=~/tensorflow_datasets
 
 A suite (configs/reproduce.py) is three studies, each the config of its own job:
