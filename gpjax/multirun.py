@@ -36,10 +36,16 @@ from gpjax.validate import ConfigError
 MODES = ('auto', 'sequential', 'unroll', 'vmap', 'map')
 
 
-def resolve(mode: str) -> str:
-  """``mode`` with 'auto' replaced by this backend's choice ('unroll' on CPU, else 'vmap')."""
+def check_mode(mode: str) -> None:
+  """Raises ConfigError unless ``mode`` is one of `MODES` (without touching the backend, so
+  configs can be checked before ``jax.distributed.initialize``)."""
   if mode not in MODES:
     raise ConfigError(f'config.study.train_seeds={mode!r} is not one of {MODES}.')
+
+
+def resolve(mode: str) -> str:
+  """``mode`` with 'auto' replaced by this backend's choice ('unroll' on CPU, else 'vmap')."""
+  check_mode(mode)
   if mode == 'auto':
     return 'unroll' if jax.default_backend() == 'cpu' else 'vmap'
   return mode

@@ -140,7 +140,7 @@ def layer_configs(config: ml_collections.ConfigDict) -> Runs:
 
 def check_train_seeds(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless ``study.train_seeds`` is a mode of `gpjax.multirun`."""
-  multirun.resolve(config.study.train_seeds)
+  multirun.check_mode(config.study.train_seeds)
 
 
 def validate_runs(config: ml_collections.ConfigDict, runs: Runs,
