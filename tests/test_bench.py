@@ -50,8 +50,9 @@ bench.main(['canvas', *tiny[:6], '--grid', '2', '--matmul-size', '0',
 bench.main(['probe', '--layer', '5', '--orderings', '2', '--images', '8', '--width', '4',
             '--repeats', '1', '--official-orderings', '1', '--official-batch', '8',
             '--out', f'{sys.argv[1]}/probe.json'])
-bench.main(['seeds', '--seeds', '2', '--width', '4', '--source-size', '8', '--batch', '8',
-            '--steps', '1', '--warmup', '0', '--torch', 'off', '--out', f'{sys.argv[1]}/seeds.json'])
+bench.main(['seeds', '--seeds', '2', '--modes', 'sequential,unroll', '--width', '4',
+            '--source-size', '8', '--batch', '8', '--steps', '1', '--warmup', '0', '--torch', 'off',
+            '--out', f'{sys.argv[1]}/seeds.json'])
 assert 'ml_collections' in sys.modules  # The step config: configs/location.py.
 """
 

@@ -14,7 +14,7 @@ with as many threads as this machine has cores; the ratio is gpjax's single-run 
 over PyTorch's. ``--cell-steps N``: a real study cell too (configs/study.py's CPU base, the
 location task, GAPNet, zero padding, R seeds, N steps, the built-in digits), trained end to
 end in each of ``--cell-modes`` (compiles, evaluations and checkpoints included), with its
-wall time and whether every run's test accuracy equals the sequential one's.
+wall time and whether every run's test accuracy and loss equal the sequential one's.
 """
 
 import argparse
@@ -154,10 +154,12 @@ def _cell(args: argparse.Namespace) -> dict[str, Any]:
       results = multirun.train_group(configs, [os.path.join(root, f's{r}')
                                                for r in range(args.seeds)], classification, mode)
       rows.append({'mode': mode, 'wall_seconds': time.perf_counter() - start,
-                   'test_accuracies': [r['test_accuracy'] for r in results]})
+                   'test_accuracies': [r['test_accuracy'] for r in results],
+                   'test_losses': [r['test_loss'] for r in results]})
   for row in rows:
     row['speedup_vs_sequential'] = rows[0]['wall_seconds'] / row['wall_seconds']
-    row['equal_to_sequential'] = row['test_accuracies'] == rows[0]['test_accuracies']
+    row['equal_to_sequential'] = all(row[k] == rows[0][k]
+                                     for k in ('test_accuracies', 'test_losses'))
   return {'steps': args.cell_steps, 'task': base.task, 'head': base.model.head,
           'padding': base.model.padding, 'width': base.model.width,
           'batch': base.train.batch_size, 'data': base.data.name, 'results': rows}
