@@ -70,12 +70,26 @@ def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
     raise ConfigError(f'runs trained together need distinct seeds; got {seeds}.')
 
 
-def _stack(trees: Sequence[Any]) -> Any:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+def join_states(mode: str, states: Sequence[Any]) -> Any:
+  """The group state of R run states: a tuple (unroll) or stacked along a leading run axis."""
+  return tuple(states) if mode == 'unroll' else jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def _unstack(tree: Any, num: int) -> list[Any]:
-  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(num)]
+def split_states(mode: str, state: Any, num: int) -> list[Any]:
+  """The R run states of a group state (`join_states` undone)."""
+  if mode == 'unroll':
+    return list(state)
+  return [jax.tree.map(lambda x, i=i: x[i], state) for i in range(num)]
+
+
+def batch_axis(mode: str) -> int:
+  """The axis of a group batch that the ``data`` mesh axis splits (1 below a run axis)."""
+  return 0 if mode == 'unroll' else 1
+
+
+def join_batches(mode: str, batches: Sequence[Any]) -> Any:
+  """The group host batch of R runs' host batches: a tuple (unroll) or (R, B, ...) arrays."""
+  return tuple(batches) if mode == 'unroll' else jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
 
 def group_step(train_step: Callable, mesh: jax.sharding.Mesh, mode: str, num: int) -> Callable:
@@ -88,14 +102,14 @@ def group_step(train_step: Callable, mesh: jax.sharding.Mesh, mode: str, num: in
   """
   def unrolled(states, batches):
     outs = [train_step(s, b) for s, b in zip(states, batches)]
-    return tuple(o[0] for o in outs), _stack([o[1] for o in outs])
+    return tuple(o[0] for o in outs), jax.tree.map(lambda *xs: jnp.stack(xs), *(o[1] for o in outs))
 
   def mapped(state, batch):
     return lax.map(lambda sb: train_step(*sb), (state, batch))
 
   fn = {'unroll': unrolled, 'vmap': jax.vmap(train_step), 'map': mapped}[mode]
   return parallel.shard_step(fn, mesh, outputs=2, donate=True,
-                             batch_axis=0 if mode == 'unroll' else 1)
+                             batch_axis=batch_axis(mode))
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
@@ -118,25 +132,23 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   states = [trainer.initial_state(setup, c, weights) for c in configs]
   step = group_step(setup.train_step, setup.mesh, mode, num)
   run_batches = [trainer.host_batches(setup, c) for c in configs]
-  if mode == 'unroll':
-    split, join = list, tuple
-  else:
-    split, join = (lambda s: _unstack(s, num)), _stack
 
   def batches(start: int, total: int) -> Iterator[Any]:
     its = [b(start, total) for b in run_batches]
     try:
       for group in zip(*its):
-        yield group if mode == 'unroll' else jax.tree.map(lambda *xs: np.stack(xs), *group)
+        yield join_batches(mode, group)
     finally:  # Cancels the runs' read-ahead.
       for it in its:
         it.close()
 
-  axis = 0 if mode == 'unroll' else 1
   outs = loop.run_group(
-      workdirs, join(states), schedule=setup.schedule, configs=[c.to_dict() for c in configs],
-      step_fn=lambda state, batch: step(state, parallel.to_global(setup.mesh, batch, axis)),
+      workdirs, join_states(mode, states), schedule=setup.schedule,
+      configs=[c.to_dict() for c in configs],
+      step_fn=lambda state, batch: step(state, parallel.to_global(setup.mesh, batch,
+                                                                 batch_axis(mode))),
       batches=batches, evaluate=lambda i, s: trainer.run_eval(setup, configs[i], s),
       metric=task.METRIC, desc=f'{task.description(configs[0])} x{num} ({mode})',
-      split=split, join=join)
+      split=lambda state: split_states(mode, state, num),
+      join=lambda states: join_states(mode, states))
   return [trainer.finish(setup, c, w, out) for c, w, out in zip(configs, workdirs, outs)]

@@ -18,7 +18,6 @@ wall time and whether every run's test accuracy and loss equal the sequential on
 """
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -29,11 +28,10 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from configs import study as study_config
-from gpjax import multirun, parallel, trainer
+from gpjax import multirun, parallel, study, trainer
 from gpjax.bench import steps
 from gpjax.tasks import classification
 
@@ -102,11 +100,9 @@ def _group_times(args, mode, setup_step, model, tx, mesh, canvas_shape):
       return states, metrics
   else:
     group = multirun.group_step(setup_step, mesh, mode, num)
-    if mode == 'unroll':
-      state, batch = tuple(states), parallel.to_global(mesh, tuple(hosts))
-    else:
-      state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-      batch = parallel.to_global(mesh, jax.tree.map(lambda *xs: np.stack(xs), *hosts), 1)
+    state = multirun.join_states(mode, states)
+    batch = parallel.to_global(mesh, multirun.join_batches(mode, hosts),
+                               multirun.batch_axis(mode))
     start = time.perf_counter()
     compiled = group.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
@@ -141,11 +137,8 @@ def _cell(args: argparse.Namespace) -> dict[str, Any]:
   base = study_config.get_config('cpu').base
   base.train.steps = base.train.eval_every = args.cell_steps
   base.train.eval_at = ''
-  configs = []
-  for r in range(args.seeds):
-    config = copy.deepcopy(base)
-    config.seed = args.seed + r
-    configs.append(config)
+  base.seed = args.seed
+  configs = [config for _, config in study.grid(base, [('s{seed}', {})], args.seeds)]
   classification.load_data(base)  # Built on first use: outside every timed mode.
   rows = []
   for mode in args.cell_modes:
