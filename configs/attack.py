@@ -32,6 +32,7 @@ def get_config(variant: str = 'trained') -> ml_collections.ConfigDict:
 
   config.source = ml_collections.ConfigDict()
   config.source.workdir = ''  # A trained `segment` workdir (config.json + checkpoints/).
+  config.source.step = 0  # Its checkpoint attacked; 0 = the newest.
   config.source.torch_checkpoint = ''  # Or a PyTorch .pth (VainF/torchvision DeepLabv3 layout).
 
   config.data = ml_collections.ConfigDict()

@@ -42,6 +42,7 @@ def invariance_config() -> ml_collections.ConfigDict:
   config.job = 'invariance'  # What gpjax.main runs with this config (see gpjax.main.JOBS).
   config.invariance = ml_collections.ConfigDict()
   config.invariance.source_workdir = ''  # Workdir of a trained run (config.json + checkpoints/).
+  config.invariance.source_step = 0  # Its checkpoint measured; 0 = the newest.
   config.invariance.seed = 0  # Draws the shift pairs (stored), readout cells, noise backgrounds.
   config.invariance.num_pairs = 16  # K offset pairs for consistency, the same K for every image.
   config.invariance.curve_points = 9  # Column offsets of the accuracy curve, 0..(g-1)w evenly.

@@ -1,4 +1,5 @@
-"""Orbax checkpoints in ``workdir/checkpoints``: keep the newest n and the best.
+"""Orbax checkpoints in ``workdir/checkpoints``: keep the newest n, the best and the steps
+asked for (``train.keep_at``: probes measure a run over training from them).
 
 Saves are asynchronous; ``close`` waits for them. A process killed mid-save
 leaves a ``*.orbax-checkpoint-tmp`` folder that Orbax ignores, so the previous
@@ -17,12 +18,15 @@ from orbax.checkpoint import checkpoint_managers
 METRIC = 'test_accuracy'
 
 
-def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """Keeps the ``keep`` newest checkpoints and the best by test accuracy."""
+def make_manager(workdir: str, keep: int, keep_at: Sequence[int] = ()
+                 ) -> ocp.CheckpointManager:
+  """Keeps the ``keep`` newest checkpoints, the best by test accuracy and those at the steps
+  ``keep_at``."""
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep),
       checkpoint_managers.BestN(get_metric_fn=lambda m: m[METRIC], n=1,
                                 keep_checkpoints_without_metrics=False),
+      checkpoint_managers.CustomSteps(steps=list(keep_at)),
   ])
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
@@ -66,16 +70,30 @@ def restore_common(managers: Sequence[ocp.CheckpointManager],
   return None
 
 
-def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
-  """Loads a workdir's checkpoint (newest by default) as a plain tree of numpy
-  arrays, e.g. ``{'params': ..., 'batch_stats': ..., 'step': ...}`` for probes."""
+def _directory(workdir: str) -> str:
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'workdir {workdir!r} holds no checkpoints/ folder; train a model '
                             'there first.')
+  return directory
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """The steps of a workdir's complete checkpoints, ascending."""
+  with ocp.CheckpointManager(_directory(workdir), item_names=('state', 'meta')) as manager:
+    return sorted(manager.all_steps())
+
+
+def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
+  """Loads a workdir's checkpoint at ``step`` (None: the newest) as a plain tree of numpy
+  arrays, e.g. ``{'params': ..., 'batch_stats': ..., 'step': ...}`` for probes."""
+  directory = _directory(workdir)
   handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
   with ocp.CheckpointManager(directory, item_names=('state', 'meta'),
                              item_handlers=handlers) as manager:
+    if step is not None and step not in manager.all_steps():
+      raise FileNotFoundError(f'{directory} holds no checkpoint at step {step}; it holds steps '
+                              f'{sorted(manager.all_steps())} (train.keep_at keeps steps).')
     step = manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'{directory} holds no complete checkpoint.')

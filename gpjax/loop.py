@@ -30,6 +30,7 @@ class Schedule:
   keep_checkpoints: int
   batch_size: int  # Global batch, for images/s.
   eval_at: tuple[int, ...] = ()  # Extra evaluation steps (e.g. log-spaced, for curves).
+  keep_at: tuple[int, ...] = ()  # Checkpoints saved and never deleted (probes over training).
 
 
 @dataclasses.dataclass
@@ -129,7 +130,7 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
   """
   s, num = schedule, len(workdirs)
   lead = jax.process_index() == 0
-  managers = [checkpoint.make_manager(w, s.keep_checkpoints) for w in workdirs]
+  managers = [checkpoint.make_manager(w, s.keep_checkpoints, s.keep_at) for w in workdirs]
   restored = checkpoint.restore_common(managers, split(state))
   start = 0
   if restored is not None:
@@ -171,7 +172,7 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
       state, metrics = step_fn(state, next(it))
       pending.append((step, metrics))
       is_eval = step % s.eval_every == 0 or step == s.total or step in s.eval_at
-      is_ckpt = step % s.checkpoint_every == 0 or step == s.total
+      is_ckpt = step % s.checkpoint_every == 0 or step == s.total or step in s.keep_at
       if step % s.log_every == 0 or is_eval or is_ckpt:
         timer = _flush(pending, writers_, bar, timer, s.batch_size, names)
       if is_eval:

@@ -48,20 +48,21 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(writers.read_json(os.path.join(workdir, 'config.json')))
 
 
-def load_run(workdir: str, dtype: str | None = None, data_dir: str = ''
+def load_run(workdir: str, dtype: str | None = None, data_dir: str = '', step: int = 0
              ) -> tuple[ml_collections.ConfigDict, Any, Variables, RunInfo]:
-  """A ``train`` or ``segment`` workdir's config, model, newest variables and `RunInfo`.
+  """A ``train`` or ``segment`` workdir's config, model, variables and `RunInfo`.
 
   Args:
     workdir: a trained run (config.json + checkpoints/).
     dtype: compute dtype of the model returned (float32 or bfloat16); None = the run's own.
     data_dir: tfds data dir; '' = the one the run was trained with.
+    step: the checkpoint's step; 0 = the newest.
 
   Returns:
     (config, model with local BatchNorm, ``{'params', 'batch_stats'}``, info).
   """
   config = read_config(workdir)
-  raw = checkpoint.restore_raw(workdir)
+  raw = checkpoint.restore_raw(workdir, step or None)
   variables = {'params': raw['params'], 'batch_stats': raw['batch_stats']}
   data_dir = data_dir or config.data.data_dir or None
   if config.job == 'segment':
@@ -82,10 +83,10 @@ def load_run(workdir: str, dtype: str | None = None, data_dir: str = ''
 
 def load_source(source: ml_collections.ConfigDict, dtype: str = 'float32'
                 ) -> tuple[ml_collections.ConfigDict | None, Any, Variables, RunInfo]:
-  """`load_run` of ``source.workdir``, or the model of a PyTorch file ``source.torch_checkpoint``
-  (VainF/torchvision DeepLabv3 layout; config None, no step)."""
+  """`load_run` of ``source.workdir`` at ``source.step``, or the model of a PyTorch file
+  ``source.torch_checkpoint`` (VainF/torchvision DeepLabv3 layout; config None, no step)."""
   if not source.torch_checkpoint:
-    return load_run(source.workdir, dtype)
+    return load_run(source.workdir, dtype, step=source.step)
   from gpjax.interop import torch_import  # torch is needed only here.
   state = torch_import.load_state_dict(source.torch_checkpoint)
   model, variables = torch_import.import_deeplab(state, dtype=jnp.dtype(dtype))

@@ -147,9 +147,9 @@ def schedule(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, in
   return total, eval_every, t.checkpoint_every or eval_every
 
 
-def eval_steps(t: ml_collections.ConfigDict) -> tuple[int, ...]:
-  """``train.eval_at`` ('100,300,1000') as sorted steps: evaluations beside ``eval_every``."""
-  return tuple(sorted({int(v) for v in str(t.eval_at).split(',') if v.strip()}))
+def step_list(text: str) -> tuple[int, ...]:
+  """A step-list field (``train.eval_at``, ``train.keep_at``: '100,300,1000') as sorted steps."""
+  return tuple(sorted({int(v) for v in str(text).split(',') if v.strip()}))
 
 
 def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[str, Any]],
@@ -191,7 +191,8 @@ def prepare(config: ml_collections.ConfigDict, task: ModuleType) -> Setup:
   return Setup(
       task=task, mesh=mesh, train_src=train_src, test_src=test_src, info=info, model=model,
       tx=tx, schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every,
-                                    t.keep_checkpoints, t.batch_size, eval_steps(t)),
+                                    t.keep_checkpoints, t.batch_size, step_list(t.eval_at),
+                                    step_list(t.keep_at)),
       train_step=step, p_train_step=parallel.shard_step(step, mesh, outputs=2, donate=True),
       p_eval_step=parallel.shard_step(
           functools.partial(task.eval_step, model=model, config=config, info=info), mesh))

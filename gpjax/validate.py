@@ -78,6 +78,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   at_least('train.log_every', t.log_every, 1)
   at_least('train.eval_every', t.eval_every, 0)
   step_list('train.eval_at', t.eval_at)
+  step_list('train.keep_at', t.keep_at)
   at_least('train.checkpoint_every', t.checkpoint_every, 0)
   at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
   at_least('eval.batch_size', config.eval.batch_size, 1)

@@ -142,7 +142,8 @@ def test_readout_on_canvas_latents():
 
 @pytest.fixture(scope='module')
 def source_workdir(tmp_path_factory):
-  """A workdir holding a randomly initialised tiny AugShift model (no training needed)."""
+  """A workdir holding two randomly initialised tiny AugShift models (no training needed),
+  checkpointed as steps 2 and 7."""
   data_dir = tmp_path_factory.mktemp('tfds')
   builtin.prepare('gpjax_digits', data_dir)
   workdir = tmp_path_factory.mktemp('source')
@@ -153,9 +154,11 @@ def source_workdir(tmp_path_factory):
   config.model.width = 4
   model = classification.create_model(config, 10)
   tx = trainer.create_optimizer(config.train, config.train.steps)
-  state = trainer.create_train_state(0, model.clone(bn_axis_name=None), tx, (32, 32, 3))
-  manager = checkpoint.make_manager(str(workdir), 1)
-  checkpoint.save(manager, 0, state, {'config': config.to_dict()})
+  manager = checkpoint.make_manager(str(workdir), 2)
+  for seed, step in ((0, 2), (1, 7)):
+    state = trainer.create_train_state(seed, model.clone(bn_axis_name=None), tx, (32, 32, 3))
+    state = state.replace(step=step)  # As a trained state's own step counter.
+    checkpoint.save(manager, step, state, {'config': config.to_dict()})
   manager.wait_until_finished()
   manager.close()
   writers.write_json(str(workdir / 'config.json'), config.to_dict())
@@ -181,7 +184,10 @@ def test_job_end_to_end(source_workdir, tmp_path):
   assert saved['num_images'] == 100 and saved['num_readout_images'] == 300
   assert saved['latent_distance'] > 0 and 0 <= saved['readout_accuracy'] <= 1
   assert saved['readout_chance'] == 0.25 and saved['chance'] == 0.1
-  assert results['consistency'] == saved['consistency']
+  assert results['consistency'] == saved['consistency'] and saved['checkpoint_step'] == 7
+  config.invariance.source_step = 2  # The other model: other numbers.
+  early = main.JOBS[config.job][0](config, str(tmp_path / 'step2'))
+  assert early['checkpoint_step'] == 2 and early['latent_distance'] != saved['latent_distance']
   config.invariance.source_workdir = str(tmp_path / 'missing')
   with pytest.raises(ConfigError, match='holds no config.json'):
     main.JOBS[config.job][1](config)

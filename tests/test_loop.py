@@ -76,6 +76,18 @@ def test_logs_evaluates_and_checkpoints_on_schedule_and_keeps_the_best(tmp_path)
     assert json.load(f) == {'name': 'toy'}
 
 
+def test_keep_at_checkpoints_survive_and_load_by_step(tmp_path):
+  """Steps of ``keep_at`` are checkpointed (step 3 is no checkpoint step) and never deleted by
+  the newest-n rule; probes load them by step, and a step not held is refused by name."""
+  _run(tmp_path, 8, keep_checkpoints=1, eval_every=8, keep_at=(1, 3, 20))
+  assert _checkpoints(tmp_path) == [1, 3, 8]  # 20 is past the end; 2, 4 and 6 were replaced.
+  assert checkpoint.saved_steps(str(tmp_path)) == [1, 3, 8]
+  assert float(checkpoint.restore_raw(str(tmp_path), 3)['params']['w']) == 1 + 2 + 3
+  assert float(checkpoint.restore_raw(str(tmp_path))['params']['w']) == 36
+  with pytest.raises(FileNotFoundError, match=r'at step 4; it holds steps \[1, 3, 8\]'):
+    checkpoint.restore_raw(str(tmp_path), 4)
+
+
 def test_logs_average_the_steps_since_the_last_log(tmp_path):
   _run(tmp_path, 6, log_every=4, eval_every=6, checkpoint_every=6)
   assert [(r['step'], r['split'], r.get('loss')) for r in read_rows(str(tmp_path))] == [

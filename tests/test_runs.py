@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import permutation_probe
+from configs import attack, permutation_probe
 from gpjax import checkpoint, runs
 
 
@@ -41,11 +41,15 @@ def test_load_run_gives_the_runs_config_model_and_newest_variables(trained):
 
 
 def test_load_source_of_a_workdir_is_load_run(trained):
-  source = permutation_probe.get_config().probe  # Any ConfigDict with the two fields.
-  with source.unlocked():
-    source.workdir, source.torch_checkpoint = trained, ''
+  source = attack.get_config().source
+  source.workdir = trained
   config, model, _, info = runs.load_source(source, 'float32')
   assert config.model.head == 'linear' and model.num_classes == 4 and info.step == 2
+  source.step = 2  # The same checkpoint by its step; one the run lacks is refused.
+  assert runs.load_source(source, 'float32')[3].step == 2
+  source.step = 1
+  with pytest.raises(FileNotFoundError, match='holds no checkpoint at step 1'):
+    runs.load_source(source, 'float32')
 
 
 def test_provenance_names_the_source(trained, tmp_path):

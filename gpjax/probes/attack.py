@@ -177,6 +177,7 @@ def validate_config(config: Any) -> None:
   for field in ('batch_size', 'mask_chunk'):
     at_least(f'probe.{field}', p[field], 1)
   at_least('probe.num_examples', p.num_examples, 0)
+  at_least('source.step', s.step, 0)
   one_of('probe.dtype', p.dtype, DTYPES)
   counts = parse_counts(a.counts)
   if not counts or min(counts) < 0:

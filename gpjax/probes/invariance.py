@@ -181,7 +181,7 @@ def location_readout(train_latents: np.ndarray, train_cells: np.ndarray,
 
 
 def _check_fields(v: Any, prefix: str) -> None:
-  for field in ('seed', 'num_images', 'readout_images'):
+  for field in ('seed', 'num_images', 'readout_images', 'source_step'):
     at_least(f'{prefix}.{field}', v[field], 0)
   for field in ('num_pairs', 'curve_points', 'batch_size'):
     at_least(f'{prefix}.{field}', v[field], 1)
@@ -237,11 +237,13 @@ def evaluate(config: Any, source: Any, model: Any, variables: dict[str, Any],
 
 
 def run(config: Any, workdir: str) -> dict[str, Any]:
-  """Measures the newest checkpoint of ``config.invariance.source_workdir`` (`evaluate`);
-  writes ``results.json`` and ``invariance.png`` to ``workdir`` and returns the results."""
+  """Measures the checkpoint ``source_step`` (0: the newest) of ``config.invariance.
+  source_workdir`` (`evaluate`); writes ``results.json`` and ``invariance.png`` to ``workdir``
+  and returns the results."""
   validate_config(config)
   v = config.invariance
-  source, model, variables, info = runs.load_run(v.source_workdir, data_dir=v.data_dir)
+  source, model, variables, info = runs.load_run(v.source_workdir, data_dir=v.data_dir,
+                                                 step=v.source_step)
   start = time.perf_counter()
   results = evaluate(config, source, model, variables, info)
   results['seconds'] = time.perf_counter() - start

@@ -205,5 +205,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ('eval_every', 'checkpoint_every'):
     at_least(f'train.{field}', t[field], 0)
   validate.step_list('train.eval_at', t.eval_at)
+  validate.step_list('train.keep_at', t.keep_at)
   at_least('eval.batch_size', config.eval.batch_size, 1)
   at_least('eval.num_examples', config.eval.num_examples, 0)
