@@ -36,28 +36,33 @@ DESCRIPTIONS = {
 # PermuteNet layers of the paper's layer protocol, the orderings PermuteNets are tested with,
 # the extra evaluation steps of the curves, the heads trained on the plain image (g=1),
 # AugShift lambdas, segmentation training steps and the attack's N (steps None: the
-# paper suite keeps its configs' epochs).
+# paper suite keeps its configs' epochs), and the AugShift and segmentation checkpoints kept
+# to measure their claims over training (the final one is measured too).
 _SIZES = {
     'micro': dict(paddings='zero', seeds=1, steps=12, probe_layers='4,5', orderings=4,
                   layer_protocol='4,5', eval_orderings=4, eval_at='6',
                   plain_heads='gapnet,permutenet',
                   weights='0,1', aug_seeds=1, aug_steps=12, seg_size='tiny', seg_seeds=1,
-                  counts='0,2,8', table_count=8),
+                  counts='0,2,8', table_count=8, aug_keep_at='6', seg_keep_at='2'),
     'quick': dict(paddings='zero,none', seeds=2, steps=200, probe_layers='1,2,3,4,5',
                   layer_protocol='3,5', eval_orderings=16, eval_at='25,50,100',
                   plain_heads='gapnet,permutenet',
                   orderings=16, weights='0,1', aug_seeds=2, aug_steps=200, seg_size='cpu',
-                  seg_seeds=2, seg_steps=200, counts='0,25,50,100', table_count=25),
+                  seg_seeds=2, seg_steps=200, counts='0,25,50,100', table_count=25,
+                  aug_keep_at='50,100', seg_keep_at='100'),
     'standard': dict(paddings='zero,none', seeds=3, steps=800, probe_layers='3,4,5',
                      layer_protocol='1,2,3,4,5', eval_orderings=32, eval_at='25,50,100,200,400',
                      plain_heads='gapnet,permutenet', orderings=64, weights='0,1', aug_seeds=3,
                      aug_steps=600, seg_size='cpu', seg_seeds=2, seg_steps=600,
-                     counts='0,25,50,100', table_count=25),
+                     counts='0,25,50,100', table_count=25, aug_keep_at='100,200,400',
+                     seg_keep_at='100,200,400'),
     'paper': dict(paddings='zero,circular,reflect,replicate,partial,none', seeds=3, steps=None,
                   layer_protocol='1,2,3,4,5', eval_orderings=64, eval_at='100,300',
                   plain_heads='gapnet,permutenet,linear',
                   aug_steps=None, probe_layers='1,2,3,4,5', orderings=1024,
-                  weights='0,0.1,1,10', aug_seeds=3, seg_size='gpu', seg_seeds=3, counts='0,25,50,100,200,400', table_count=100),
+                  weights='0,0.1,1,10', aug_seeds=3, seg_size='gpu', seg_seeds=3,
+                  counts='0,25,50,100,200,400', table_count=100, aug_keep_at='100,300',
+                  seg_keep_at='3000,10000'),
 }
 
 
@@ -111,6 +116,7 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   aug.study.seeds = z['aug_seeds']
   # Pairs: 16 canvases.
   _shorten(aug.base, suite, z['aug_steps'], batch_size=8, eval_at=z['eval_at'])
+  aug.base.train.keep_at = z['aug_keep_at']
   if suite == 'micro':
     aug.evaluator.invariance.num_pairs = 4
     aug.evaluator.invariance.curve_points = 3
@@ -131,6 +137,7 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   elif suite in ('quick', 'standard'):
     seg.base.train.steps = z['seg_steps']
     seg.attack.attack.random_draws = 3
+  seg.base.train.keep_at = z['seg_keep_at']
 
   config.claims = ml_collections.ConfigDict()  # Thresholds of the verdicts (see REPORT.md).
   config.claims.grid = 3  # Canvas grid whose cells the verdicts read.

@@ -1,8 +1,9 @@
 """The AugShift study (job ``augshift_study``, configs/augshift_study.py): the grid of
 `gpjax.study` with a sweep over ``study.sweep_field`` (``augshift.weight``), and the
 invariance measures of `gpjax.probes.invariance` as the evaluator of every run (cached in
-``runs/<name>/invariance``). Writes results.json, table.md, accuracy.png, metrics.png and
-accuracy_vs_shift.png.
+``runs/<name>/invariance``; at each checkpoint that ``train.keep_at`` keeps too, in
+``invariance_step<S>``, for each cell's ``metric_curves``). Writes results.json, table.md,
+accuracy.png, metrics.png and accuracy_vs_shift.png.
 """
 
 import copy
@@ -51,16 +52,20 @@ def validate_study(config: ml_collections.ConfigDict) -> None:
 
 def measure(config: ml_collections.ConfigDict, name: str, run: ml_collections.ConfigDict,
             run_dir: str) -> dict[str, Any]:
-  """Evaluator: the invariance results of one trained run (``run_dir/invariance``)."""
-  out = os.path.join(run_dir, 'invariance')
+  """Evaluator: the invariance results of one trained run's newest checkpoint
+  (``run_dir/invariance``) with ``curve``: its `METRICS` at each checkpoint kept by
+  ``train.keep_at`` (``run_dir/invariance_step<S>``) and at the newest, in step order."""
 
-  def compute():
+  def compute(step, out):
     probe = copy.deepcopy(config.evaluator)
     probe.invariance.source_workdir = run_dir
-    print(f'invariance of {name}', flush=True)
+    probe.invariance.source_step = step
+    print(f'invariance of {name}' + (f' at step {step}' if step else ''), flush=True)
     return invariance.run(probe, out)
 
-  return study.cached_or(out, compute)
+  measured = study.at_kept_steps(run, run_dir, os.path.join(run_dir, 'invariance'), compute)
+  return dict(measured[-1][1], curve=[dict(step=s, **{m: r[m] for m in METRICS})
+                                      for s, r in measured])
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str,
@@ -76,10 +81,12 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     return outcome.preempted
   measured = outcome.evaluations['invariance']
   metrics = {name: {m: float(r[m]) for m in METRICS} for name, r in measured.items()}
-  summary = study.summarize(grid, outcome.results, sweep(config), metrics)
+  over = {name: r['curve'] for name, r in measured.items()}
+  summary = study.summarize(grid, outcome.results, sweep(config), metrics, over)
   table = study.markdown_table(summary) + '\n' + study.metric_table(summary)
   if standard:
-    summary['standard'] = study.summarize(standard, outcome.results, metrics=metrics)['cells']
+    summary['standard'] = study.summarize(standard, outcome.results, metrics=metrics,
+                                          metric_curves=over)['cells']
     table += ('\nStandard training (one canvas per image, placed as copy 1, cross-entropy '
               'only):\n\n' + study.metric_table({'cells': summary['standard']}))
   curves = {}  # (head, padding, lambda or 'standard') -> each seed's accuracy vs shift.

@@ -103,11 +103,17 @@ def at_step(summary: dict[str, Any], index: int) -> dict[str, Any]:
   return {'cells': cells}
 
 
+def _per_claim(steps: list[int], judged: list[dict[str, Claim]]) -> dict[str, Any]:
+  """``{'<claim>': {'steps', 'holds', 'evidence'}}`` from one judgement per step."""
+  return {key: {'steps': list(steps), 'holds': [j[key]['holds'] for j in judged],
+                'evidence': [j[key]['evidence'] for j in judged]} for key in judged[0]}
+
+
 def location_over_steps(summary: dict[str, Any],
                         t: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """`judge_location` at every step the cells it reads all evaluated (their curves):
-  ``{'steps': [...], '<claim>': {'holds': [...], 'evidence': [...]}}``; None when a cell
-  has no curve or the steps differ. The verdicts stay those of the final step."""
+  ``{'<claim>': {'steps', 'holds', 'evidence'}}``; None when a cell has no curve or the
+  steps differ. The verdicts stay those of the final step."""
   g = t.grid
   read = [c for c in summary['cells'] if c['grid'] == g and c['padding'] == 'zero' and
           c['head'] in ('gapnet', 'permutenet')]
@@ -117,10 +123,7 @@ def location_over_steps(summary: dict[str, Any],
   if any(c['curve']['steps'] != steps for c in read):
     return None
   cells = {'cells': read}
-  judged = [judge_location(at_step(cells, i), t) for i in range(len(steps))]
-  return {'steps': steps, **{key: {'holds': [j[key]['holds'] for j in judged],
-                                   'evidence': [j[key]['evidence'] for j in judged]}
-                             for key in judged[0]}}
+  return _per_claim(steps, [judge_location(at_step(cells, i), t) for i in range(len(steps))])
 
 
 def trend(values: list[float], flat: float = 0.01) -> str:
@@ -169,6 +172,30 @@ def judge_augshift(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dic
       evidence=evidence)}
 
 
+def augshift_over_steps(summary: dict[str, Any],
+                        t: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """`judge_augshift` at every step where each cell it reads measured its metrics (the
+  cells' ``metric_curves``; test accuracy from their ``curve``, nan where not evaluated):
+  ``{'augshift': {'steps', 'holds', 'evidence'}}``; None without such curves."""
+  standard = summary.get('standard') or []
+  cells = summary['cells'] + standard
+  if any(not c.get('metric_curves') or None in c['metric_curves'].values() for c in cells):
+    return None
+  steps = cells[0]['metric_curves']['consistency']['steps']
+  if any(v['steps'] != steps for c in cells for v in c['metric_curves'].values()):
+    return None
+
+  def at(c, i, step):
+    accuracy = dict(zip(c['curve']['steps'], c['curve']['mean'])) if 'curve' in c else {}
+    return dict(c, mean=accuracy.get(step, math.nan), metrics={
+        m: {'mean': v['mean'][i], 'std': v['std'][i]} for m, v in c['metric_curves'].items()})
+
+  return _per_claim(steps, [
+      judge_augshift({'cells': [at(c, i, s) for c in summary['cells']],
+                      'standard': [at(c, i, s) for c in standard]}, t)
+      for i, s in enumerate(steps)])
+
+
 def judge_attack(results: dict[str, Any], t: ml_collections.ConfigDict) -> dict[str, Claim]:
   """overall_attack and region_attack from the segmentation study's table at N."""
   mean = {row: v['mean'] for row, v in results['table'].items()}
@@ -198,3 +225,27 @@ def judge_attack(results: dict[str, Any], t: ml_collections.ConfigDict) -> dict[
                     right_attack_left_drop=drop('top-N right', 'left'),
                     left_margin=left, right_margin=right))
   return {'overall_attack': overall, 'region_attack': region}
+
+
+def attack_over_steps(results: dict[str, Any],
+                      t: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """`judge_attack` of the segmentation study's table at every step its seeds were attacked
+  (``over_steps``): ``{'<claim>': {'steps', 'holds', 'evidence'}}``; None without."""
+  over = results.get('over_steps')
+  if not over or not over['steps']:
+    return None
+  return _per_claim(over['steps'], [
+      judge_attack({'table': table, 'table_count': results['table_count'],
+                    'num_channels': results['num_channels']}, t) for table in over['tables']])
+
+
+def over_steps(experiments: dict[str, Any], t: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """Every claim that its study measured over training: ``{'<claim>': {'steps', 'holds',
+  'evidence'}}`` (`location_over_steps`, `augshift_over_steps`, `attack_over_steps`); None
+  when no study did. The verdicts stay those of the final step."""
+  out = {}
+  for judged in (location_over_steps(experiments['location'], t),
+                 augshift_over_steps(experiments['augshift'], t),
+                 attack_over_steps(experiments['segmentation'], t)):
+    out.update(judged or {})
+  return out or None

@@ -61,11 +61,22 @@ def headline(key: str, e: dict[str, Any]) -> str:
           f'{e["right_attack_right_drop"]:.3f}/{e["right_attack_left_drop"]:.3f}.')
 
 
-# Claim -> (its quantity over steps in `claims.location_over_steps` evidence, in words).
+def _difference(a: float | None, b: float | None) -> float | None:
+  return None if a is None or b is None else a - b
+
+
+# Claim -> (its quantity over steps, from one step's evidence (`claims.over_steps`), in words).
 CURVE_QUANTITIES = {
-    'gap_location': ('accuracy', 'GAPNet location accuracy'),
-    'permute_location': ('drop', 'GAPNet minus PermuteNet location accuracy'),
-    'permute_semantic': (None, 'semantic minus location share kept'),
+    'gap_location': (lambda e: e['accuracy'], 'GAPNet location accuracy'),
+    'permute_location': (lambda e: e['drop'], 'GAPNet minus PermuteNet location accuracy'),
+    'permute_semantic': (lambda e: _difference(e['semantic_retention'],
+                                               e['location_retention']),
+                         'semantic minus location share kept'),
+    'augshift': (lambda e: e['consistency_gain'], 'consistency gain over the baseline'),
+    'overall_attack': (lambda e: e['top_drop'] - e['random_drop'],
+                       'whole-image mIoU drop of top-N overall minus that of random N'),
+    'region_attack': (lambda e: min(e['left_margin'], e['right_margin']),
+                      'smaller of the two region margins (own-half minus other-half drop)'),
 }
 
 
@@ -74,19 +85,13 @@ def curve_text(key: str, curves: dict[str, Any] | None) -> str | None:
   claim judged at the final step only."""
   if curves is None or key not in curves:
     return None
-  field, words = CURVE_QUANTITIES[key]
-  evidence = curves[key]['evidence']
-  if field is None:
-    values = [e['semantic_retention'] - e['location_retention']
-              if e['semantic_retention'] is not None and e['location_retention'] is not None
-              else None for e in evidence]
-  else:
-    values = [e[field] for e in evidence]
-  shown = ', '.join(f'{s}: {"n/a" if v is None else f"{v:.3f}"}'
-                    for s, v in zip(curves['steps'], values))
+  quantity, words = CURVE_QUANTITIES[key]
+  steps = curves[key]['steps']
+  values = [quantity(e) for e in curves[key]['evidence']]
+  shown = ', '.join(f'{s}: {"n/a" if v is None else f"{v:.3f}"}' for s, v in zip(steps, values))
   holds, shape = sum(curves[key]['holds']), claims_lib.trend(values)
   if shape.startswith(('rising', 'falling,')):  # Name the turning point.
-    measured = [(v, s) for s, v in zip(curves['steps'], values) if v is not None]
+    measured = [(v, s) for s, v in zip(steps, values) if v is not None]
     v, s = (max if shape.startswith('rising') else min)(measured)
     shape += f' ({"highest" if shape.startswith("rising") else "lowest"} {v:.3f} at step {s})'
   return (f'Over training steps ({shown}) the {words} is {shape}; the rule '
@@ -115,9 +120,9 @@ def write_report(workdir: str, results: dict[str, Any]) -> str:
       '(thresholds: `config.claims` in configs/reproduce.py).', '',
       '![summary](summary.png)', '',
       '| claim | verdict | numbers |', '|---|---|---|']
-  after = ['', 'The location claims over training steps (same runs, their evaluations; '
-           'verdicts are judged at the final step):', '', '![claim curves](claim_curves.png)'
-           ] if curves is not None else []
+  after = ['', 'The claims over training steps (the same runs: their evaluations, and the '
+           'probes of the checkpoints that `train.keep_at` keeps; verdicts are judged at the '
+           'final step):', '', '![claim curves](claim_curves.png)'] if curves is not None else []
   for key, claim in claims.items():
     lines.append(f'| `{key}`: {claims_lib.STATEMENTS[key]} | **{claims_lib.verdict(claim)}** | '
                  f'{headline(key, claim["evidence"])} |')

@@ -271,7 +271,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
       'data': {'classification': resolved.location.base.data.name,
                'segmentation': resolved.segmentation.base.data.name},
       'claims': claims,
-      'claim_curves': claims_lib.location_over_steps(experiments['location'], t),
+      'claim_curves': claims_lib.over_steps(experiments, t),
       'study_commands': {n: study_command(n, resolved[n], config.suite, workdir)
                          for n in EXPERIMENTS},
       'experiments': experiments, 'config': config.to_dict()})

@@ -2,9 +2,10 @@
 DeepLabv3 training runs, with the channel ranking and attack as the evaluator of each run;
 then a table (mean ± std over seeds, with how the backbones started) and mean curves.
 
-Seed s trains in ``workdir/runs/seed{s}`` and attacks in ``workdir/attacks/seed{s}``;
-a step whose ``results.json`` exists is skipped and an interrupted training run
-resumes, so rerunning the command continues a killed study.
+Seed s trains in ``workdir/runs/seed{s}`` and attacks in ``workdir/attacks/seed{s}`` (its
+checkpoints kept by ``train.keep_at`` in ``attacks/seed{s}_step<S>``: ``over_steps``); a
+step whose ``results.json`` exists is skipped and an interrupted training run resumes, so
+rerunning the command continues a killed study.
 """
 
 import copy
@@ -86,17 +87,26 @@ def aggregate(per_seed: list[dict[str, Any]], n: int) -> tuple[dict[str, Any], s
 
 def attack_run(config: ml_collections.ConfigDict, workdir: str, name: str,
                run: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]:
-  """Evaluator: ranks and attacks the trained run ``run_dir`` (in ``workdir/attacks/<name>``)."""
-  out = os.path.join(workdir, 'attacks', name)
+  """Evaluator: ranks and attacks the trained run ``run_dir`` at its newest checkpoint (in
+  ``workdir/attacks/<name>``) and at each one kept by ``train.keep_at``: ``{'steps',
+  'results'}``, the newest last."""
 
-  def compute():
+  def compute(step, out):
     probe = copy.deepcopy(config.attack)
-    with probe.unlocked():
-      probe.source.workdir = run_dir
-    print(f'[{name}] ranking and attack', flush=True)
+    probe.source.workdir, probe.source.step = run_dir, step
+    print(f'[{name}] ranking and attack' + (f' at step {step}' if step else ''), flush=True)
     return attack.run(probe, out)
 
-  return study.cached_or(out, compute)
+  measured = study.at_kept_steps(run, run_dir, os.path.join(workdir, 'attacks', name), compute)
+  return {'steps': [s for s, _ in measured], 'results': [r for _, r in measured]}
+
+
+def over_steps(evaluations: list[dict[str, Any]], n: int) -> dict[str, Any]:
+  """``{'steps', 'tables'}``: `aggregate`'s table at every step all seeds' attacks measured."""
+  steps = sorted(set.intersection(*(set(e['steps']) for e in evaluations)))
+  tables = [aggregate([e['results'][e['steps'].index(s)] for e in evaluations], n)[0]
+            for s in steps]
+  return {'steps': steps, 'tables': tables}
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str,
@@ -111,7 +121,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
                                               segmentation.pretrained_weights))
   if outcome.preempted is not None:
     return outcome.preempted
-  per_seed = [outcome.evaluations['attack'][name] for name, _ in grid]
+  evaluations = [outcome.evaluations['attack'][name] for name, _ in grid]
+  per_seed = [e['results'][-1] for e in evaluations]
   n = config.study.table_count
   table, markdown, curves = aggregate(per_seed, n)
   pretrained = config.base.model.pretrained_backbone
@@ -121,8 +132,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   results = writers.as_json({
       'table_count': n, 'num_channels': per_seed[0]['num_channels'],
       'backbone_init': segmentation.backbone_init(config.base), 'table': table,
-      'curves': curves, 'test_miou_per_seed': [float(outcome.results[name]['test_miou'])
-                                               for name, _ in grid],
+      'curves': curves, 'over_steps': over_steps(evaluations, n),
+      'test_miou_per_seed': [float(outcome.results[name]['test_miou']) for name, _ in grid],
       'config': config.to_dict()})
   m = config.base.model
   title = (f'{config.base.data.name}: DeepLabv3-{m.backbone} width {m.width} '

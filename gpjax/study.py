@@ -25,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import claims, multirun, study_figures, writers
+from gpjax import checkpoint, claims, multirun, study_figures, trainer, writers
 from gpjax.probes import permutation
 from gpjax.tasks import classification
 from gpjax.validate import ConfigError, validate
@@ -234,6 +234,19 @@ def cached_or(out_dir: str, compute: Callable[[], dict[str, Any]]) -> dict[str, 
   return writers.as_json(compute()) if result is None else result
 
 
+def at_kept_steps(run: ml_collections.ConfigDict, run_dir: str, out_dir: str,
+                  compute: Callable[[int, str], dict[str, Any]]
+                  ) -> list[tuple[int, dict[str, Any]]]:
+  """An evaluator over training: ``compute(step, dir)`` of each checkpoint of ``run_dir`` at a
+  step of ``run.train.keep_at`` (in ``<out_dir>_step<S>``) and of the newest (``compute(0,
+  out_dir)``), each cached (`cached_or`). Returns ``[(step, results)]``, the newest last."""
+  saved = checkpoint.saved_steps(run_dir)
+  kept = [s for s in trainer.step_list(run.train.keep_at) if s in saved[:-1]]
+  out = [(s, cached_or(f'{out_dir}_step{s}', functools.partial(compute, s, f'{out_dir}_step{s}')))
+         for s in kept]
+  return out + [(saved[-1], cached_or(out_dir, functools.partial(compute, 0, out_dir)))]
+
+
 def write_outputs(workdir: str, summary: dict[str, Any], table: str,
                   figures: Mapping[str, Callable[[str], None]]) -> None:
   """On process 0: ``results.json``, ``table.md`` and each figure ``file -> save(path)``."""
@@ -267,10 +280,13 @@ def over_steps(results: Sequence[dict[str, Any]], key: str = 'test_accuracy'
 
 
 def summarize(runs: Runs, results: Mapping[str, dict[str, Any]], sweep: Sweep | None = None,
-              metrics: Mapping[str, dict[str, float]] | None = None) -> dict[str, Any]:
+              metrics: Mapping[str, dict[str, float]] | None = None,
+              metric_curves: Mapping[str, list[dict[str, Any]]] | None = None
+              ) -> dict[str, Any]:
   """Mean and std over seeds of test accuracy (and of each evaluated metric, ``metrics``:
   run name -> {metric: float}) for every (task, head, padding, grid) and sweep value; each
-  cell's ``curve`` (`over_steps`) where its runs recorded one."""
+  cell's ``curve`` (`over_steps`) where its runs recorded one, and ``metric_curves`` (metric
+  -> `over_steps`) from ``metric_curves``: run name -> [{'step', metric: float}]."""
   groups: dict[tuple, list[str]] = {}
   for name, run in runs:
     key = (run.task, run.model.head, run.model.padding, run.data.grid)
@@ -291,6 +307,9 @@ def summarize(runs: Runs, results: Mapping[str, dict[str, Any]], sweep: Sweep | 
       cell['sweep'] = key[4]
     if metrics:
       cell['metrics'] = {m: over_seeds([metrics[n][m] for n in names]) for m in metrics[names[0]]}
+    if metric_curves:
+      cell['metric_curves'] = {m: over_steps([{'curve': metric_curves[n]} for n in names], m)
+                               for m in metrics[names[0]]}
     cells.append(cell)
   summary = {'cells': cells, 'runs': {n: results[n]['test_accuracy'] for n, _ in runs}}
   if sweep is not None:

@@ -3,7 +3,7 @@ and metrics.png (`gpjax.study`), accuracy_vs_shift.png (`gpjax.augshift_study`),
 claim_curves.png (`gpjax.report`). Each reads a study's summary dict (its results.json), nothing else.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 matplotlib.use('Agg')  # Files only: no display is needed or opened.
@@ -126,58 +126,108 @@ def save_shift_curves(path: str, curves: dict[tuple, list[dict[str, Any]]], fiel
 
 
 def save_claim_curves(path: str, curves: dict[str, Any], thresholds: dict[str, Any]) -> None:
-  """The location claims against training steps (`claims.location_over_steps`): each
-  claim's two sides, mean ± std over seeds where the side is an accuracy, and the line the
-  rule needs (dashed); log-scaled steps."""
-  steps = curves['steps']
-  fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-
-  def side(ax, key, std, label, color):
-    e = curves_of[key]
-    mean = np.array([v if v is not None else np.nan for v in e[0]], float) * 100
-    ax.plot(steps, mean, 'o-', color=color, label=label)
-    if std is not None:
-      band = np.array(e[1], float) * 100
-      ax.fill_between(steps, mean - band, mean + band, color=color, alpha=0.2)
-    return mean
-
-  def series(claim, field):
-    return [e[field] for e in curves[claim]['evidence']]
-
-  curves_of = {
-      'gap': (series('gap_location', 'accuracy'), series('gap_location', 'std')),
-      'gapnet': (series('permute_location', 'gapnet'), series('permute_location', 'gapnet_std')),
-      'permutenet': (series('permute_location', 'permutenet'),
-                     series('permute_location', 'permutenet_std')),
-      'semantic': (series('permute_semantic', 'semantic_retention'), None),
-      'location': (series('permute_semantic', 'location_retention'), None)}
-  ax = axes[0]
-  side(ax, 'gap', True, 'GAPNet location', 'C0')
-  ax.plot(steps, [100 * v for v in series('gap_location', 'threshold')], 'k--', lw=1,
-          label='needed')
-  ax.set_title('gap_location', fontsize=9)
-  ax = axes[1]
-  gap = side(ax, 'gapnet', True, 'GAPNet location', 'C0')
-  side(ax, 'permutenet', True, 'PermuteNet location', 'C1')
-  ax.plot(steps, gap - 100 * thresholds['permute_location'], 'k--', lw=1,
-          label='PermuteNet must be below')
-  ax.set_title('permute_location', fontsize=9)
-  ax = axes[2]
-  side(ax, 'semantic', None, 'semantic share kept', 'C2')
-  loc = side(ax, 'location', None, 'location share kept', 'C1')
-  ax.plot(steps, loc + 100 * thresholds['permute_semantic'], 'k--', lw=1,
-          label='semantic must be above')
-  ax.set_title('permute_semantic: (PermuteNet - chance) / (GAPNet - chance)', fontsize=9)
-  for i, ax in enumerate(axes):
+  """Each claim measured over training (`claims.over_steps`) against its steps: the claim's
+  two sides (mean ± std over seeds where the evidence has a std) and the line the rule needs
+  (dashed); log-scaled steps. One panel per claim, the location claims in the first row."""
+  keys = [k for k in PANELS if k in curves]
+  rows = 1 + any(k in curves for k in PANELS[3:])
+  fig, axes = plt.subplots(rows, 3, figsize=(14, 3.8 * rows), squeeze=False)
+  for ax in axes.flat:
+    ax.set_visible(False)
+  for key in keys:
+    i = PANELS.index(key)
+    ax = axes[i // 3 if rows > 1 else 0, i % 3]
+    ax.set_visible(True)
+    steps, evidence = curves[key]['steps'], curves[key]['evidence']
+    title, ylabel, sides, needed = _CLAIM_PANELS[key](evidence, thresholds)
+    for j, (label, values, std) in enumerate(sides):
+      mean = 100 * np.array([np.nan if v is None else v for v in values], float)
+      ax.plot(steps, mean, 'o-', color=f'C{j}', label=label)
+      if std is not None:
+        band = 100 * np.array([np.nan if v is None else v for v in std], float)
+        ax.fill_between(steps, mean - band, mean + band, color=f'C{j}', alpha=0.2)
+    label, values = needed
+    ax.plot(steps, 100 * np.array([np.nan if v is None else v for v in values], float), 'k--',
+            lw=1, label=label)
+    ax.set_title(title, fontsize=9)
     ax.set_xscale('log')
     ax.set_xticks(steps, [str(s) for s in steps])
     ax.minorticks_off()
     ax.set_xlabel('training step')
-    ax.set_ylabel('test accuracy (%)' if i < 2 else 'share kept (%)')
-    if i < 2:
-      ax.set_ylim(0, 105)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
   _save(fig, path)
+
+
+def _series(evidence: list[dict[str, Any]], *path: str) -> list[Any]:
+  """One field of every step's evidence (nested by ``path``)."""
+  out = []
+  for e in evidence:
+    for p in path:
+      e = e[p]
+    out.append(e)
+  return out
+
+
+def _plus(values: list[Any], d: float) -> list[Any]:
+  return [None if v is None else v + d for v in values]
+
+
+def _location_panels(key: str) -> Callable:
+  def panel(e, t):
+    if key == 'gap_location':
+      return ('gap_location', 'test accuracy (%)',
+              [('GAPNet location', _series(e, 'accuracy'), _series(e, 'std'))],
+              ('needed', _series(e, 'threshold')))
+    if key == 'permute_location':
+      gap = _series(e, 'gapnet')
+      return ('permute_location', 'test accuracy (%)',
+              [('GAPNet location', gap, _series(e, 'gapnet_std')),
+               ('PermuteNet location', _series(e, 'permutenet'), _series(e, 'permutenet_std'))],
+              ('PermuteNet must be below', _plus(gap, -t['permute_location'])))
+    loc = _series(e, 'location_retention')
+    return ('permute_semantic: (PermuteNet - chance) / (GAPNet - chance)', 'share kept (%)',
+            [('semantic share kept', _series(e, 'semantic_retention'), None),
+             ('location share kept', loc, None)],
+            ('semantic must be above', _plus(loc, t['permute_semantic'])))
+  return panel
+
+
+def _augshift_panel(e, t):
+  base = 'standard' if 'standard' in e[0] else 'baseline'
+  baseline = _series(e, base, 'consistency')
+  sides = [(f'lambda = {e[0]["weight"]:g}', _series(e, 'augshift', 'consistency'),
+            _series(e, 'augshift', 'consistency_std')),
+           (e[0]['against'], baseline, _series(e, base, 'consistency_std'))]
+  if base == 'standard':
+    sides.append(('lambda = 0', _series(e, 'baseline', 'consistency'),
+                  _series(e, 'baseline', 'consistency_std')))
+  return ('augshift: consistency under two uniform placements', 'consistency (%)', sides,
+          ('lambda must be above', _plus(baseline, t['augshift'])))
+
+
+def _overall_panel(e, t):
+  random = _series(e, 'random_drop')
+  return ('overall_attack: whole-image mIoU drop at N', 'mIoU drop (x100)',
+          [('top-N overall', _series(e, 'top_drop'), None), ('random N', random, None)],
+          ('top-N must be above', [max(t['min_drop'], t['overall_attack'] * max(r, 0.0))
+                                   for r in random]))
+
+
+def _region_panel(e, t):
+  return ('region_attack: own-half minus other-half drop', 'mIoU margin (x100)',
+          [('top-N left', _series(e, 'left_margin'), None),
+           ('top-N right', _series(e, 'right_margin'), None)],
+          ('both must be above', [t['min_drop']] * len(e)))
+
+
+# Claim -> (evidence per step, thresholds) -> (title, y label, [(label, values, std)],
+# (label, the values the rule needs)); panels in this order.
+_CLAIM_PANELS = {
+    **{k: _location_panels(k) for k in ('gap_location', 'permute_location', 'permute_semantic')},
+    'augshift': _augshift_panel, 'overall_attack': _overall_panel, 'region_attack': _region_panel,
+}
+PANELS = tuple(_CLAIM_PANELS)
 
 
 def save_summary_figure(path: str, results: dict[str, Any]) -> None:

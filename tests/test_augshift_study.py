@@ -3,6 +3,7 @@
 
 import os
 
+import numpy as np
 import pytest
 from test_study import fake_train
 
@@ -15,11 +16,17 @@ from gpjax.validate import ConfigError
 def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
   config = augshift_config.get_config()
   config.study.seeds, config.study.sweep_values = 2, '0,1'
+  config.base.train.steps, config.base.train.keep_at = 20, '5,20,40'  # 20: the last; 40: never.
   metrics = dict.fromkeys(augshift_study.METRICS, 0.25)
+  measured = []
 
   def fake_measure(probe, out_dir):
-    run = writers.read_json(os.path.join(probe.invariance.source_workdir, 'results.json'))
-    result = {**metrics, 'consistency': run['test_accuracy'], 'other': [1, 2],
+    """Consistency: the run's test accuracy at its last checkpoint, 0.1 less before."""
+    v = probe.invariance
+    measured.append((os.path.basename(v.source_workdir), v.source_step))
+    run = writers.read_json(os.path.join(v.source_workdir, 'results.json'))
+    consistency = run['test_accuracy'] - (0.1 if v.source_step else 0.0)
+    result = {**metrics, 'consistency': consistency, 'other': [1, 2],
               'accuracy_vs_shift': {'offsets': [[8, 0], [8, 8]], 'accuracy': [0.5, 0.7]}}
     os.makedirs(out_dir)
     writers.write_json(os.path.join(out_dir, 'results.json'), result)
@@ -39,6 +46,14 @@ def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
   assert set(summary['evaluations']['semantic_linear_zero_g3_weight1_s1']) == set(
       augshift_study.METRICS)
   assert summary['cells'][1]['metrics']['consistency']['values'] == pytest.approx([0.6, 0.61])
+  # Over training: the checkpoint kept at step 5, then the last (step 0 to the probe: newest).
+  assert measured[:2] == [('semantic_linear_zero_g3_weight0_s0', 5),
+                          ('semantic_linear_zero_g3_weight0_s0', 0)]
+  curve = summary['cells'][1]['metric_curves']['consistency']
+  assert curve['steps'] == [5, 20]
+  assert np.allclose(curve['values'], [[0.5, 0.6], [0.51, 0.61]])
+  assert standard['metric_curves']['consistency']['mean'] == pytest.approx([0.405, 0.505])
+  assert os.path.isdir(tmp_path / 'runs/semantic_linear_zero_g3_weight1_s1/invariance_step5')
   for name in ('accuracy.png', 'metrics.png', 'accuracy_vs_shift.png', 'table.md'):
     assert os.path.getsize(tmp_path / name) > 0, name
   monkeypatch.setattr(invariance, 'run', None)  # Cached: neither measured nor trained again.

@@ -148,7 +148,7 @@ def test_location_claims_over_steps_judge_each_evaluation():
       ('semantic', 'gapnet', 'zero'): [0.5, 0.9], ('semantic', 'permutenet', 'zero'): [0.3, 0.7],
       ('location', 'gapnet', 'circular'): [0.1, 0.12]})
   out = claims.location_over_steps(summary, _thresholds())
-  assert out['steps'] == [10, 100]
+  assert all(out[key]['steps'] == [10, 100] for key in out)
   assert out['gap_location']['holds'] == [False, True]
   assert out['permute_location']['holds'] == [False, True]
   assert [e['drop'] for e in out['permute_location']['evidence']] == pytest.approx([0.1, 0.8])
@@ -166,6 +166,51 @@ def test_location_claims_over_steps_judge_each_evaluation():
 def test_location_over_steps_needs_every_cell_curve():
   summary = _location(1.0, 0.2, 0.9, 0.7)
   assert claims.location_over_steps(summary, _thresholds()) is None
+
+
+def _metric_curves(consistency, accuracy=(0.5, 0.7)):
+  """A cell's ``metric_curves`` over steps 10, 100 (every metric but consistency 0.5) and
+  its test-accuracy ``curve`` at the same steps."""
+  curves = {m: {'steps': [10, 100], 'mean': [0.5, 0.5], 'std': [0.0, 0.0]}
+            for m in ('readout_accuracy', 'latent_distance', 'shifted_accuracy')}
+  curves['consistency'] = {'steps': [10, 100], 'mean': list(consistency), 'std': [0.02, 0.01]}
+  return {'metric_curves': curves,
+          'curve': {'steps': [10, 100], 'mean': list(accuracy), 'std': [0.0, 0.0]}}
+
+
+def test_augshift_over_steps_judges_each_measured_checkpoint():
+  """At step 10 AugShift is not yet more consistent than standard training, at 100 it is;
+  the last step gives the final verdict, which reads the same numbers."""
+  summary = _augshift(0.80, 0.90)
+  standard = dict(_augshift(0.85, 0.0)['cells'][0], **_metric_curves((0.6, 0.85)))
+  del standard['sweep']
+  summary['standard'] = [standard]
+  for c, consistency in zip(summary['cells'], ((0.6, 0.80), (0.6, 0.90), (0.7, 0.99))):
+    c.update(_metric_curves(consistency))
+  out = claims.augshift_over_steps(summary, _thresholds())['augshift']
+  assert out['steps'] == [10, 100]
+  assert out['holds'] == [False, True]
+  assert [e['consistency_gain'] for e in out['evidence']] == pytest.approx([0.0, 0.05])
+  assert [e['loss_gain'] for e in out['evidence']] == pytest.approx([0.0, 0.10])
+  assert out['evidence'][0]['augshift']['test_accuracy'] == 0.5
+  assert out['evidence'][0]['standard']['consistency_std'] == 0.02
+  assert out['holds'][-1] == claims.judge_augshift(summary, _thresholds())['augshift']['holds']
+  del summary['cells'][2]['metric_curves']
+  assert claims.augshift_over_steps(summary, _thresholds()) is None
+
+
+def test_attack_over_steps_judges_each_table():
+  """The segmentation study's per-step tables are judged as the final table is."""
+  early = _segmentation(0.5, 0.47, 0.48, (0.4, 0.49), (0.45, 0.48))
+  late = _segmentation(0.5, 0.4, 0.48, (0.4, 0.49), (0.48, 0.42))
+  results = dict(late, over_steps={'steps': [100, 200], 'tables': [early['table'],
+                                                                  late['table']]})
+  out = claims.attack_over_steps(results, _thresholds())
+  assert out['overall_attack']['steps'] == [100, 200]
+  assert out['overall_attack']['holds'] == [False, True]
+  assert out['region_attack']['holds'] == [False, True]
+  assert [e['top_drop'] for e in out['overall_attack']['evidence']] == pytest.approx([0.03, 0.1])
+  assert claims.attack_over_steps(late, _thresholds()) is None
 
 
 @pytest.mark.parametrize('values, word', [

@@ -123,22 +123,31 @@ def test_durations_in_minutes_and_seconds(seconds, text):
 
 
 def test_curves_are_described_and_drawn(tmp_path):
-  """With curves every location claim gets a sentence of its values per step, its trend and
-  how often the rule held, and claim_curves.png is drawn."""
+  """With curves every claim gets a sentence of its values per step, its trend and how often
+  the rule held, and claim_curves.png is drawn."""
   results = suite_results()
   steps = [10, 100]
   def judged(**series):
     return [dict(zip(series, values)) for values in zip(*series.values())]
+  consistency = lambda *c: [{'consistency': v, 'consistency_std': 0.01} for v in c]
   results['claim_curves'] = {
-      'steps': steps,
-      'gap_location': {'holds': [False, True], 'evidence': judged(
+      'gap_location': {'steps': steps, 'holds': [False, True], 'evidence': judged(
           accuracy=[0.3, 0.9], std=[0.01, 0.0], threshold=[0.5, 0.5])},
-      'permute_location': {'holds': [False, True], 'evidence': judged(
+      'permute_location': {'steps': steps, 'holds': [False, True], 'evidence': judged(
           gapnet=[0.3, 0.9], permutenet=[0.2, 0.15], gapnet_std=[0.0, 0.0],
           permutenet_std=[0.0, 0.0], drop=[0.1, 0.75])},
-      'permute_semantic': {'holds': [False, False], 'evidence': judged(
-          semantic_retention=[None, 0.5], location_retention=[None, 0.05])}}
-  results['config']['claims'].update(permute_location=0.2, permute_semantic=0.1)
+      'permute_semantic': {'steps': steps, 'holds': [False, False], 'evidence': judged(
+          semantic_retention=[None, 0.5], location_retention=[None, 0.05])},
+      'augshift': {'steps': [50, 100, 200], 'holds': [False, True, True], 'evidence': judged(
+          weight=[1.0] * 3, against=['standard training'] * 3,
+          consistency_gain=[-0.02, 0.05, 0.04], augshift=consistency(0.6, 0.8, 0.84),
+          standard=consistency(0.62, 0.75, 0.8), baseline=consistency(0.6, 0.7, 0.9))},
+      'overall_attack': {'steps': [100, 200], 'holds': [False, False], 'evidence': judged(
+          top_drop=[0.01, 0.02], random_drop=[0.02, 0.015])},
+      'region_attack': {'steps': [100, 200], 'holds': [False, False], 'evidence': judged(
+          left_margin=[0.0, 0.02], right_margin=[-0.01, 0.005])}}
+  results['config']['claims'].update(permute_location=0.2, permute_semantic=0.1, augshift=0.01,
+                                     min_drop=0.01, overall_attack=2.0)
   for study in ('location', 'augshift', 'segmentation'):
     os.makedirs(tmp_path / study)
     (tmp_path / study / 'table.md').write_text(f'| {study} table |\n')
@@ -149,13 +158,20 @@ def test_curves_are_described_and_drawn(tmp_path):
   assert 'Over training steps (10: 0.100, 100: 0.750) the GAPNet minus PermuteNet' in text
   assert ('Over training steps (10: n/a, 100: 0.450) the semantic minus location share kept is '
           'not measurable; the rule holds at 0 of 2 evaluated steps.') in text
+  assert ('Over training steps (50: -0.020, 100: 0.050, 200: 0.040) the consistency gain over '
+          'the baseline is rising, then falling (highest 0.050 at step 100); the rule holds at '
+          '2 of 3 evaluated steps.') in text
+  assert ('Over training steps (100: -0.010, 200: 0.005) the whole-image mIoU drop of top-N '
+          'overall minus that of random N is growing') in text
+  assert ('Over training steps (100: -0.010, 200: 0.005) the smaller of the two region '
+          'margins') in text
   assert (tmp_path / 'claim_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert '](claim_curves.png)' in text
 
 
 def test_a_curve_that_turns_names_its_turning_point():
-  curves = {'steps': [25, 50, 800], 'permute_location': {
-      'holds': [False, True, True],
+  curves = {'permute_location': {
+      'steps': [25, 50, 800], 'holds': [False, True, True],
       'evidence': [{'drop': 0.02}, {'drop': 0.858}, {'drop': 0.715}]}}
   assert report.curve_text('permute_location', curves) == (
       'Over training steps (25: 0.020, 50: 0.858, 800: 0.715) the GAPNet minus PermuteNet '

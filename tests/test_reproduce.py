@@ -108,11 +108,14 @@ def test_report_agrees_with_results(suite):
   assert 'summary.png' in figures and 'location/accuracy.png' in figures
   assert 'segmentation/curves.png' in figures and 'augshift/metrics.png' in figures
   assert 'claim_curves.png' in figures and 'location/layer_protocol.png' in figures
-  # The curves: the micro suite evaluates at step 6 and at its last step, 12.
+  # The curves: the micro suite evaluates (and keeps AugShift's checkpoint) at step 6 and at
+  # its last step, 12; it attacks the 4-step segmentation runs at steps 2 and 4.
   curves = results['claim_curves']
-  assert curves['steps'] == [6, 12]
-  assert curves['gap_location']['holds'][-1] == results['claims']['gap_location']['holds']
-  assert report.count('Over training steps (6: ') == 3  # The three location claims.
+  for key, claim in results['claims'].items():
+    assert curves[key]['steps'] == ([2, 4] if 'attack' in key else [6, 12]), key
+    assert curves[key]['holds'][-1] == claim['holds'], key
+  assert report.count('Over training steps (6: ') == 4  # Three location claims, AugShift.
+  assert report.count('Over training steps (2: ') == 2
   for figure in figures:
     assert (workdir / figure).stat().st_size > 1000, figure
   assert results['command'] in report

@@ -38,6 +38,7 @@ def test_tiny_study_end_to_end(street_dir, tmp_path):
     config.attack.probe.num_examples = config.base.eval.num_examples  # The 16 of evaluation.
     config.attack.probe.batch_size = 8
     config.attack.attack.random_draws = 2
+    config.base.train.keep_at = '2'  # Of 4 steps: attacked at steps 2 and 4.
   out = segment_study.run_study(config, str(tmp_path))
   for name in ('results.json', 'table.md', 'curves.png', 'runs/seed0/results.json',
                'runs/seed0/metrics.jsonl', 'attacks/seed0/results.json',
@@ -59,5 +60,11 @@ def test_tiny_study_end_to_end(street_dir, tmp_path):
   assert row['left'] == attacked['top_overall']['left'][2]  # N = 25.
   table = (tmp_path / 'table.md').read_text()
   assert '| top-N left |' in table and '| random N |' in table
+  # Over training: the kept step-2 checkpoint is attacked as well; the last table is the final.
+  assert out['over_steps']['steps'] == [2, 4]
+  assert out['over_steps']['tables'][-1] == out['table']
+  early = json.loads((tmp_path / 'attacks/seed0_step2/results.json').read_text())
+  assert out['over_steps']['tables'][0]['clean']['mean']['whole'] == early['clean']['whole']
+  assert early['clean']['whole'] != attacked['clean']['whole']
   # Rerunning skips every finished step and gives the same results.
   assert segment_study.run_study(config, str(tmp_path))['table'] == out['table']

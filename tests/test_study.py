@@ -13,10 +13,13 @@ from gpjax.probes import permutation
 
 
 def fake_train(trained):
-  """A training function that records its runs and writes results.json like a real one."""
+  """A training function that records its runs and writes results.json like a real one, and
+  empty checkpoint folders where a real one keeps checkpoints (``train.keep_at``, the last)."""
   def train_fn(run, run_dir):
     trained.append(os.path.basename(run_dir))
-    os.makedirs(run_dir, exist_ok=True)
+    for step in {int(s) for s in run.train.keep_at.split(',') if s} | {run.train.steps}:
+      if step <= run.train.steps:
+        os.makedirs(os.path.join(run_dir, 'checkpoints', str(step)), exist_ok=True)
     results = {'test_accuracy': 0.5 + run.augshift.weight / 10 + run.seed / 100,
                'num_classes': 10}
     if run.model.head == 'permutenet':  # Tested under orderings: accuracy by layer.
