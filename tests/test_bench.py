@@ -70,4 +70,4 @@ def test_python_m_gpjax_bench_lists_every_subcommand(env):
                        capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
   assert out.startswith('usage: python -m gpjax.bench')
-  assert '{probe,train,eval,canvas,seeds}' in out
+  assert '{probe,train,eval,canvas,seeds,xla}' in out

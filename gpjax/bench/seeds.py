@@ -28,7 +28,6 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 
 from configs import study as study_config
 from gpjax import multirun, parallel, study, trainer
@@ -73,20 +72,11 @@ def _check(args: argparse.Namespace) -> None:
                      'devices.')
 
 
-def _sources(args: argparse.Namespace, seed: int) -> dict[str, np.ndarray]:
-  """One run's host batch of random uint8 sources with labels and global indices."""
-  rng = np.random.default_rng(seed)
-  s = args.source_size
-  return {'image': rng.integers(0, 256, (args.batch, s, s, 3), dtype=np.uint8),
-          'label': rng.integers(0, 10, (args.batch,), dtype=np.int32),
-          'index': np.arange(args.batch, dtype=np.int32)}
-
-
 def _group_times(args, mode, setup_step, model, tx, mesh, canvas_shape):
   """(compile seconds, per-group-step seconds) of one mode, fresh states for every run."""
   num = args.seeds
   states = [trainer.init_state(args.seed + r, model, tx, canvas_shape, mesh) for r in range(num)]
-  hosts = [_sources(args, args.seed + r) for r in range(num)]
+  hosts = [steps.host_sources(args.batch, args.seed + r, args.source_size) for r in range(num)]
   if mode == 'sequential':
     single = parallel.shard_step(setup_step, mesh, outputs=2, donate=True)
     batches = [parallel.to_global(mesh, h) for h in hosts]

@@ -8,7 +8,8 @@ Images (canvases) per second of the real
 `gpjax.tasks.classification.train_step` / `eval_step` (under ``jax.shard_map`` over the
 ``data`` axis and ``jax.jit``, the train step with the state donated, as in
 `gpjax.trainer.train_and_evaluate`) and of `gpjax.data.canvas.canvas_batch`, for
-each batch x dtype, on synthetic uint8 32x32x3 sources already on the device (no
+each batch x dtype, on synthetic uint8 sources (32x32x3 unless ``--source-size``) already on
+the device (no
 data set; the step's config is configs/location.py's, so ml-collections is needed, but
 no tensorflow-datasets, scikit-learn or tensorboardX is imported). Medians over ``--steps`` timed
 steps after ``--warmup``, each step synchronised with ``block_until_ready``;
@@ -59,21 +60,22 @@ def _step_config(args: argparse.Namespace, batch: int, dtype: str) -> ml_collect
   return config
 
 
-def _source_batch(mesh, batch: int, seed: int, *, mask: bool) -> dict[str, jax.Array]:
-  """Random uint8 sources with labels, global indices (and a mask), sharded over ``data``."""
+def host_sources(batch: int, seed: int, size: int = SOURCE_SHAPE[0], *, mask: bool = False
+                 ) -> dict[str, np.ndarray]:
+  """A host batch of random uint8 sources (size x size x 3) with labels, global indices (and
+  a mask)."""
   rng = np.random.default_rng(seed)
-  host = {'image': rng.integers(0, 256, (batch, *SOURCE_SHAPE), dtype=np.uint8),
+  host = {'image': rng.integers(0, 256, (batch, size, size, SOURCE_SHAPE[2]), dtype=np.uint8),
           'label': rng.integers(0, 10, (batch,), dtype=np.int32),
           'index': np.arange(batch, dtype=np.int32)}
   if mask:
     host['mask'] = np.ones((batch,), dtype=bool)
-  return jax.device_put(host, parallel.data_sharded(mesh))
+  return host
 
 
-
-
-
-
+def _source_batch(mesh, batch: int, seed: int, *, mask: bool, size: int) -> dict[str, jax.Array]:
+  """`host_sources` sharded over ``data``."""
+  return jax.device_put(host_sources(batch, seed, size, mask=mask), parallel.data_sharded(mesh))
 
 
 def _matmul_tflops(size: int, repeats: int) -> float | None:
@@ -103,7 +105,9 @@ def _add_step_flags(p, *, dtype: bool = True, model: bool = True) -> None:
     p.add_argument('--width', type=int, default=64, help='channels of stage 1 (paper: 64)')
     p.add_argument('--head', default='gapnet', choices=('gapnet', 'permutenet'))
     p.add_argument('--backbone', default='resnet18', choices=tuple(BACKBONES))
-  p.add_argument('--grid', type=int, default=3, help='g: canvases of 32g x 32g, g*g classes')
+  p.add_argument('--grid', type=int, default=3, help='g: g*g classes, canvases g sources wide')
+  p.add_argument('--source-size', type=int, default=SOURCE_SHAPE[0],
+                 help='side of the sources (CIFAR: 32; CPU study: 16)')
   p.add_argument('--steps', type=int, default=30, help='timed steps (median)')
   p.add_argument('--warmup', type=int, default=5, help='untimed steps after compiling')
   p.add_argument('--matmul-size', type=int, default=-1,
@@ -129,8 +133,9 @@ def add_canvas(subparsers) -> None:
 
 
 def _check_step_args(args: argparse.Namespace) -> None:
-  if args.steps < 1 or args.warmup < 0 or not args.batch or min(args.batch) < 1:
-    raise SystemExit('--steps and every --batch must be >= 1, --warmup >= 0.')
+  if (args.steps < 1 or args.warmup < 0 or not args.batch or min(args.batch) < 1
+      or args.source_size < 1):
+    raise SystemExit('--steps, --source-size and every --batch must be >= 1, --warmup >= 0.')
   for dtype in getattr(args, 'dtype', []):
     if dtype not in ('float32', 'bfloat16'):
       raise SystemExit(f'--dtype {dtype!r}: choose float32 and/or bfloat16.')
@@ -139,8 +144,9 @@ def _check_step_args(args: argparse.Namespace) -> None:
       raise SystemExit(f'--batch {b} must be divisible by the {jax.device_count()} devices.')
 
 
-def _time_step(compiled, state, batch, args, *, carries_state: bool) -> list[float]:
-  """Per-step seconds of ``args.steps`` synchronised calls after ``args.warmup`` calls.
+def _time_step(compiled, state, batch, args, *, carries_state: bool) -> tuple[list[float], Any]:
+  """Per-step seconds of ``args.steps`` synchronised calls after ``args.warmup`` calls, and
+  the last call's output.
 
   With ``carries_state`` the step returns (state, metrics) and the (donated) state is
   fed back, as in the training loop."""
@@ -153,7 +159,7 @@ def _time_step(compiled, state, batch, args, *, carries_state: bool) -> list[flo
     jax.block_until_ready(out)
     if i >= args.warmup:
       times.append(time.perf_counter() - start)
-  return times
+  return times, out
 
 
 def _row(batch: int, times: list[float], compiled, compile_s: float,
@@ -183,7 +189,8 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
   _check_step_args(args)
   mesh = parallel.make_mesh()
   info = _SyntheticInfo()
-  canvas_shape = (32 * args.grid, 32 * args.grid, 3)
+  side = args.source_size * args.grid
+  canvas_shape = (side, side, 3)
   matmul_size = _matmul_size(args)
   matmul_tflops = _matmul_tflops(matmul_size, max(3, min(args.steps, 10)))
   rows = []
@@ -193,7 +200,7 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
       model = classification.create_model(config, args.grid ** 2)
       tx = trainer.create_optimizer(config.train, config.train.steps)
       state = trainer.init_state(args.seed, model, tx, canvas_shape, mesh)
-      batch = _source_batch(mesh, b, args.seed, mask=which == 'eval')
+      batch = _source_batch(mesh, b, args.seed, mask=which == 'eval', size=args.source_size)
       if which == 'train':
         step = parallel.shard_step(functools.partial(classification.train_step, model=model,
                                                      tx=tx, config=config, info=info), mesh,
@@ -204,11 +211,12 @@ def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
       start = time.perf_counter()
       compiled = step.lower(state, batch).compile()
       compile_s = time.perf_counter() - start
-      times = _time_step(compiled, state, batch, args, carries_state=which == 'train')
-      rows.append(_row(b, times, compiled, compile_s, matmul_tflops, dtype=dtype))
+      times, out = _time_step(compiled, state, batch, args, carries_state=which == 'train')
+      extra = {'final_loss': float(out[1]['loss'])} if which == 'train' else {}
+      rows.append(_row(b, times, compiled, compile_s, matmul_tflops, dtype=dtype, **extra))
       del state, compiled
-  settings = dict(vars(args), image_size=32 * args.grid, matmul_size=matmul_size,
-                  source='synthetic uint8 32x32x3 on the device', optimizer='adam')
+  settings = dict(vars(args), image_size=side, matmul_size=matmul_size, optimizer='adam',
+                  source=f'synthetic uint8 {args.source_size}x{args.source_size}x3 on the device')
   settings.pop('command', None)
   return {'settings': settings, 'matmul_bf16_tflops_per_s': matmul_tflops, 'results': rows}
 
@@ -241,14 +249,15 @@ def bench_canvas(args: argparse.Namespace) -> dict[str, Any]:
   key = jax.device_put(jax.random.key(args.seed), parallel.replicated(mesh))
   rows = []
   for b in args.batch:
-    batch = _source_batch(mesh, b, args.seed, mask=False)
+    batch = _source_batch(mesh, b, args.seed, mask=False, size=args.source_size)
     start = time.perf_counter()
     compiled = step.lower(key, batch).compile()
     compile_s = time.perf_counter() - start
-    times = _time_step(compiled, key, batch, args, carries_state=False)
+    times, _ = _time_step(compiled, key, batch, args, carries_state=False)
     rows.append(_row(b, times, compiled, compile_s, matmul_tflops, dtype='float32'))
-  settings = dict(vars(args), image_size=32 * args.grid, matmul_size=matmul_size,
-                  background='zero', flip=True, source='synthetic uint8 32x32x3 on the device')
+  settings = dict(vars(args), image_size=args.source_size * args.grid, matmul_size=matmul_size,
+                  background='zero', flip=True,
+                  source=f'synthetic uint8 {args.source_size}x{args.source_size}x3 on the device')
   settings.pop('command', None)
   return {'settings': settings, 'matmul_bf16_tflops_per_s': matmul_tflops, 'results': rows}
 
