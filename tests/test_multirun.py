@@ -51,15 +51,38 @@ def separate(data_dir, tmp_path_factory):
   return outs
 
 
+def _assert_params_close(got, want, rtol):
+  """Exactly equal for rtol 0. Else the parameter vectors within 10 x rtol of each other
+  relative to their size (L2): Adam's m / sqrt(v) scales each update to about the learning
+  rate whatever the gradient's size, so the rounding of small gradients (other summation
+  orders in the vmapped group's grouped convolutions) moves single parameters by a share of a
+  step (measured after 6 steps on a 2-core AMD EPYC: 1.1% of them more than 1e-4 apart, one by
+  1.1e-3; an Intel Xeon kept all within 1e-4), while the whole vector stays close; runs that
+  trained on other data or keys differ in every parameter, and in loss."""
+  got, want = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]) for t in (got, want))
+  if rtol == 0:
+    np.testing.assert_array_equal(got, want)
+    return
+  distance = np.linalg.norm(got - want) / np.linalg.norm(want)
+  assert distance <= 10 * rtol, distance  # 3.1e-4 measured on the EPYC.
+
+
 def _assert_equal_runs(group_dirs, separate, rtol):
+  """Each run of the group against its separate run: exactly for rtol 0; else losses within
+  rtol, params as `_assert_params_close` says, and accuracies within 1e-3, four of the 4,000
+  predictions a test counts (2,000 canvases x 2 orderings): a prediction at a near-tie of two
+  logits can flip with the last bits of a sum."""
+  accuracy_tol = 0.0 if rtol == 0 else 1e-3
   for workdir, (results, rows, params) in zip(group_dirs, separate):
     got_results, got_rows, got_params = _outputs(workdir)
     assert got_results['config'] == results['config']
-    for key in ('test_accuracy', 'test_loss', 'test_accuracy_identity', 'best_step'):
-      assert got_results[key] == pytest.approx(results[key], rel=rtol, abs=rtol), key
+    assert got_results['test_loss'] == pytest.approx(results['test_loss'], rel=rtol, abs=rtol)
+    assert got_results['best_step'] == results['best_step']
+    for key in ('test_accuracy', 'test_accuracy_identity'):
+      assert got_results[key] == pytest.approx(results[key], abs=accuracy_tol), key
     assert [r['step'] for r in got_results['curve']] == [3, 6]
     for got, want in zip(got_results['curve'], results['curve']):
-      assert got['test_accuracy'] == pytest.approx(want['test_accuracy'], rel=rtol, abs=rtol)
+      assert got['test_accuracy'] == pytest.approx(want['test_accuracy'], abs=accuracy_tol)
     assert [(r['step'], r['split']) for r in got_rows] == [(r['step'], r['split']) for r in rows]
     for got, want in zip(got_rows, rows):
       if got['split'] == 'train':
@@ -68,8 +91,7 @@ def _assert_equal_runs(group_dirs, separate, rtol):
     tests = [r for r in got_rows if r['split'] == 'test']
     assert [c['test_accuracy'] for c in got_results['curve']] == [
         r['test_accuracy'] for r in tests]
-    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol),
-                 got_params, params)
+    _assert_params_close(got_params, params, rtol)
 
 
 @pytest.mark.parametrize('mode, rtol', [('unroll', 0.0), ('vmap', 1e-4)])
