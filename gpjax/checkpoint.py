@@ -71,6 +71,7 @@ def restore_common(managers: Sequence[ocp.CheckpointManager],
 
 
 def _directory(workdir: str) -> str:
+  """``workdir/checkpoints``; FileNotFoundError naming the workdir when it is missing."""
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'workdir {workdir!r} holds no checkpoints/ folder; train a model '
