@@ -136,19 +136,18 @@ def save_claim_curves(path: str, curves: dict[str, Any], thresholds: dict[str, A
     ax.set_visible(False)
   for key in keys:
     i = PANELS.index(key)
-    ax = axes[i // 3 if rows > 1 else 0, i % 3]
+    ax = axes[i // 3, i % 3]  # One row: only first-row keys.
     ax.set_visible(True)
     steps, evidence = curves[key]['steps'], curves[key]['evidence']
     title, ylabel, sides, needed = _CLAIM_PANELS[key](evidence, thresholds)
     for j, (label, values, std) in enumerate(sides):
-      mean = 100 * np.array([np.nan if v is None else v for v in values], float)
+      mean = _percent(values)
       ax.plot(steps, mean, 'o-', color=f'C{j}', label=label)
       if std is not None:
-        band = 100 * np.array([np.nan if v is None else v for v in std], float)
+        band = _percent(std)
         ax.fill_between(steps, mean - band, mean + band, color=f'C{j}', alpha=0.2)
     label, values = needed
-    ax.plot(steps, 100 * np.array([np.nan if v is None else v for v in values], float), 'k--',
-            lw=1, label=label)
+    ax.plot(steps, _percent(values), 'k--', lw=1, label=label)
     ax.set_title(title, fontsize=9)
     ax.set_xscale('log')
     ax.set_xticks(steps, [str(s) for s in steps])
@@ -157,6 +156,11 @@ def save_claim_curves(path: str, curves: dict[str, Any], thresholds: dict[str, A
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
   _save(fig, path)
+
+
+def _percent(values: list[Any]) -> np.ndarray:
+  """Fractions (None: not measured) as percentages, nan where None."""
+  return 100 * np.array([np.nan if v is None else v for v in values], float)
 
 
 def _series(evidence: list[dict[str, Any]], *path: str) -> list[Any]:
