@@ -49,7 +49,7 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.study.paddings = 'zero'  # Border treatments (comma-separated).
   config.study.grids = '3'  # Canvas grids g (comma-separated).
   config.study.seeds = z['seeds']  # Seeds per lambda: base.seed, base.seed + 1, ...
-  config.study.train_seeds = 'auto'  # Seeds of a cell in one program (gpjax.multirun.MODES).
+  config.study.train_seeds = 'auto'  # Seeds of a cell in one program (gpjax.core.multirun.MODES).
   config.study.plain_heads = ''  # No plain-image (g=1) runs in this study.
   config.study.probe_heads = ''  # No permutation probes in this study.
   config.study.sweep_field = 'augshift.weight'  # The extra grid axis: a training-config field.

@@ -1,7 +1,7 @@
 r"""The paper's findings from one command: three studies and a report with a verdict per claim.
 
-  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # about 13 min on 2 CPU cores
-  python -m gpjax.reproduce --suite=paper --workdir=runs/paper       # GPU/TPU, hours
+  python -m gpjax.studies.reproduce --suite=quick --workdir=runs/reproduce   # about 13 min on 2 CPU cores
+  python -m gpjax.studies.reproduce --suite=paper --workdir=runs/paper       # GPU/TPU, hours
   python -m gpjax.main --config=configs/reproduce.py:quick --workdir=runs/reproduce  # the same
 
 Suites: ``micro`` (the end-to-end tests, a couple of minutes), ``quick`` (the built-in
@@ -23,8 +23,7 @@ from configs import augshift_study
 from configs import segmentation
 from configs import segmentation_study
 from configs import study
-
-SUITES = ('micro', 'quick', 'standard', 'paper')
+from gpjax.studies.reproduce import SUITES
 DESCRIPTIONS = {
     'micro': 'a minute or two on a CPU: every study at toy size, for the end-to-end tests',
     'quick': 'about 13 minutes on 2 CPU cores: the built-in data at CPU size',
@@ -98,6 +97,16 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   config.cityscapes_crop = 513  # Training crop side (px) when that set is Cityscapes (official).
   config.cityscapes_flip = True  # Random left-right flips when it is Cityscapes (official).
   config.cityscapes_color_jitter = 0.5  # ColorJitter strength when it is Cityscapes (official).
+
+  # Each study's config file and its defaults: the report prints the command of each study
+  # as that file with the fields the suite changes.
+  variant = ':gpu' if size == 'gpu' else ''
+  config.study_files = ml_collections.ConfigDict({
+      'location': f'configs/study.py{variant}', 'augshift': f'configs/augshift_study.py{variant}',
+      'segmentation': f'configs/segmentation_study.py{variant}'})
+  config.study_defaults = ml_collections.ConfigDict({
+      'location': study.get_config(size), 'augshift': augshift_study.get_config(size),
+      'segmentation': segmentation_study.get_config(size)})
 
   config.location = study.get_config(size)  # Claims 1-2: GAPNet vs PermuteNet, probes.
   loc = config.location

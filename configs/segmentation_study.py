@@ -39,7 +39,7 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
 
   config.study = ml_collections.ConfigDict()
   config.study.seeds = 3  # Seeds base.seed, base.seed + 1, ...
-  config.study.train_seeds = 'auto'  # Seeds of a cell in one program (gpjax.multirun.MODES).
+  config.study.train_seeds = 'auto'  # Seeds of a cell in one program (gpjax.core.multirun.MODES).
   config.study.table_count = z['table_count']  # N of the table (one of the counts).
 
   config.base = segmentation.get_config(size)  # Training config of each seed.

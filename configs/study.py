@@ -41,7 +41,7 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.study.paddings = 'zero,circular,reflect,replicate,partial,none'  # Border treatments.
   config.study.grids = z['grids']  # Canvas grids g (comma-separated).
   config.study.seeds = z['seeds']  # Seeds per cell: base.seed, base.seed + 1, ...
-  config.study.train_seeds = 'auto'  # Seeds of a cell in one program (gpjax.multirun.MODES).
+  config.study.train_seeds = 'auto'  # Seeds of a cell in one program (gpjax.core.multirun.MODES).
   config.study.layer_protocol = '1,2,3,4,5'  # PermuteNet layers trained+tested ('' = none).
   config.study.plain_heads = 'gapnet,permutenet,linear'  # Semantic on the plain image (g=1).
   config.study.probe_heads = 'linear'  # Unpermuted heads probed with random orderings ('' = none).

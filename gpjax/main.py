@@ -16,26 +16,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import augshift_study, reproduce, segment_study, study
-from gpjax.data.input_pipeline import DatasetNotPreparedError
-from gpjax.probes import attack, invariance, permutation
-from gpjax.tasks import classification, segmentation
-from gpjax.validate import ConfigError, validate, validate_imported
-
-# What a config's `job` field runs, and the check run on its config before any work starts.
-JOBS = {
-    'train': (classification.train_and_evaluate, validate),
-    'evaluate_torch': (classification.evaluate_torch, validate_imported),
-    'permutation_probe': (permutation.run, permutation.validate_config),
-    'study': (study.run_study, study.validate_study),
-    'invariance': (invariance.run, invariance.validate_config),
-    'augshift_study': (augshift_study.run_study, augshift_study.validate_study),
-    'segment': (segmentation.train_and_evaluate, segmentation.validate_config),
-    'rank': (attack.run_rank, attack.validate_config),
-    'attack': (attack.run, attack.validate_config),
-    'segment_study': (segment_study.run_study, segment_study.validate_study),
-    'reproduce': (reproduce.run, reproduce.validate_config),
-}
+from gpjax.errors import ConfigError, DatasetNotPreparedError
+from gpjax.registry import JOBS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -86,16 +68,16 @@ def main(argv: list[str]) -> None:
   if FLAGS.config.job not in JOBS:
     sys.exit(f'Bad config: config.job={FLAGS.config.job!r} is not allowed; choose one of '
              f'{tuple(JOBS)}.')
-  run, check = JOBS[FLAGS.config.job]
+  job = JOBS[FLAGS.config.job]
   try:
-    check(FLAGS.config)
+    job.check(FLAGS.config)
   except ConfigError as e:
     sys.exit(f'Bad config: {e}')
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   try:
-    run(FLAGS.config, FLAGS.workdir)
+    job.run(FLAGS.config, FLAGS.workdir)
   except ConfigError as e:  # Config checks that need the devices or the data set.
     sys.exit(f'Bad config: {e}')
   except DatasetNotPreparedError as e:  # The message says how to prepare the set.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from gpjax import metrics
+from gpjax.core import metrics
 from gpjax.models.deeplab import DeepLabV3
 from gpjax.probes import attack
 

@@ -13,11 +13,15 @@ from jax.sharding import PartitionSpec as P
 
 from configs import augshift as augshift_config
 from configs import augshift_study, location, micro
-from gpjax import main, parallel, study, trainer
+from gpjax import main
+from gpjax.core import parallel
+from gpjax.studies import grid as study
+from gpjax.core import trainer
 from gpjax.data import batching, builtin, canvas, examples, input_pipeline
 from gpjax.models import random_ordering
 from gpjax.tasks import classification
-from gpjax.validate import ConfigError, validate
+from gpjax.tasks import objectives
+from gpjax.errors import ConfigError
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -37,13 +41,13 @@ def test_loss_is_ce_plus_ce_at_lambda_zero_and_grows_with_latent_distance():
   labels = rng.integers(0, 5, 8)
   ce = _ce(la, labels) + _ce(lb, labels)
 
-  loss, parts = classification.augshift_loss(la, lb, za, za + d, labels, 0.0)
+  loss, parts = objectives.augshift_loss(la, lb, za, za + d, labels, 0.0)
   assert float(loss) == float(parts['ce'])  # lambda 0: exactly CE + CE.
   assert float(loss) == pytest.approx(ce, rel=1e-6)
   assert float(parts['latent_mse']) == pytest.approx(float(np.mean(d ** 2)), rel=1e-6)
 
   scales = [0.0, 0.5, 1.0, 2.0, 4.0]
-  losses = [float(classification.augshift_loss(la, lb, za, za + s * d, labels, 2.0)[0])
+  losses = [float(objectives.augshift_loss(la, lb, za, za + s * d, labels, 2.0)[0])
             for s in scales]
   assert losses[0] == pytest.approx(ce, rel=1e-6)  # Identical latents: no MSE term.
   assert all(a < b for a, b in zip(losses, losses[1:]))
@@ -145,7 +149,7 @@ def test_shifted_pairs_share_one_noise_background():
 
 def test_config_defaults_disabled_and_errors():
   for config in (location.get_config(), micro.get_config(), augshift_config.get_config()):
-    validate(config)
+    classification.check(config)
   assert not location.get_config().augshift.enabled
   config = augshift_config.get_config()
   assert config.augshift.enabled and config.task == 'semantic'
@@ -156,15 +160,15 @@ def test_config_defaults_disabled_and_errors():
   config.augshift.placement = 'cell'
   config.augshift.max_shift = 4
   with pytest.raises(ConfigError, match='max_shift=4 needs'):
-    validate(config)
+    classification.check(config)
   config = augshift_config.get_config()
   config.augshift.weight = -1.0
   with pytest.raises(ConfigError, match='augshift.weight=-1.0'):
-    validate(config)
+    classification.check(config)
   config = augshift_config.get_config()
   config.augshift.placement = 'anywhere'
   with pytest.raises(ConfigError, match='augshift.placement'):
-    validate(config)
+    classification.check(config)
 
 
 def test_study_config_grid():
@@ -281,7 +285,7 @@ def test_standard_baseline_step_is_cross_entropy_on_copy_one(setup):
   assert metrics['accuracy'] == pytest.approx(np.mean(np.argmax(logits, -1) == labels))
   config.augshift.weight = 1.0
   with pytest.raises(ConfigError, match=r'augshift.weight=1.0 needs config.augshift.copies=2'):
-    validate(config)
+    classification.check(config)
 
 
 def _train_step_before_augshift(state, batch, *, model, tx, config, info):

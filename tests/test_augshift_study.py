@@ -8,9 +8,10 @@ import pytest
 from test_study import fake_train
 
 from configs import augshift_study as augshift_config
-from gpjax import augshift_study, writers
+from gpjax.studies import augshift as augshift_study
+from gpjax.core import writers
 from gpjax.probes import invariance
-from gpjax.validate import ConfigError
+from gpjax.errors import ConfigError
 
 
 def test_augshift_study_measures_every_run(monkeypatch, tmp_path):

@@ -41,7 +41,6 @@ class Block:
                               'array_record'):
       raise ImportError(f'{name} is blocked')
 sys.meta_path.insert(0, Block())
-from gpjax import bench
 tiny = ['--batch', '8', '--steps', '1', '--warmup', '1', '--width', '4', '--matmul-size', '0']
 for command in ('train', 'eval'):
   bench.main([command, *tiny, '--dtype', 'float32', '--out', f'{sys.argv[1]}/{command}.json'])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_bench import run_and_read
 
-from gpjax import parallel
+from gpjax.core import parallel
 from gpjax.bench import probe
 
 # Layer 5 of a width-4 ResNet-18 on 64x64 canvases: the probe in 100-canvas calls of 50 at

@@ -5,7 +5,7 @@ ones. No timing assertions."""
 from test_bench import run_and_read
 
 from configs import study as study_config
-from gpjax import multirun
+from gpjax.core import multirun
 from gpjax.bench import seeds
 
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from gpjax import checkpoint
+from gpjax.core import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/micro.py, shortened: 20 steps, checkpoints every 5, one evaluation at the
@@ -188,7 +188,6 @@ def test_kill_9_then_sigterm_then_rerun_matches_uninterrupted_run(reference, dat
 # after the save at step 10 has been issued.
 SIGTERM_AFTER_SAVE = """
 import os, runpy, signal, sys
-from gpjax import checkpoint
 save = checkpoint.save
 def save_then_sigterm(manager, step, *args, **kwargs):
   save(manager, step, *args, **kwargs)

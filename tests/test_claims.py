@@ -5,7 +5,7 @@ import math
 import pytest
 
 from configs import reproduce
-from gpjax import claims
+from gpjax.studies import claims
 
 
 def _thresholds():

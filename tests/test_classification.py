@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from test_writers import tensorboard_scalars
 
 from configs import micro
-from gpjax import checkpoint
+from gpjax.core import checkpoint
 from gpjax.data import batching, examples, input_pipeline
 from gpjax.tasks import classification
 
@@ -157,7 +157,7 @@ def test_permutenet_tested_under_orderings(data_dir, tmp_path, layer):
   probe's per-ordering accuracies (same seed, same rows) on the same checkpoint and canvases;
   the identity ordering is reported apart."""
   from configs import permutation_probe
-  from gpjax import runs
+  from gpjax.tasks import runs
   from gpjax.probes import permutation
   config = micro_config(data_dir, model__head='permutenet', model__permute_layer=layer,
                         train__steps=10, train__eval_every=10, train__eval_at='4',
@@ -167,8 +167,9 @@ def test_permutenet_tested_under_orderings(data_dir, tmp_path, layer):
   probe.probe.seed, probe.probe.num_orderings = config.eval.seed, 1 + config.eval.orderings
   probe.probe.layer = layer
   probe.probe.ordering_chunk = 3
-  source, model, variables, info = runs.load_run(str(tmp_path))
-  probed = permutation.evaluate(probe, source, model, variables, info)
+  run = runs.load_run(str(tmp_path))
+  source, model, variables, info = run.config, run.model, run.variables, run.info
+  probed = permutation.evaluate(probe, run)
   per_ordering = np.array(probed['accuracy_per_ordering'])
   np.testing.assert_allclose(results['test_accuracy'], per_ordering[1:].mean(), rtol=1e-6)
   np.testing.assert_allclose(results['test_accuracy_identity'], per_ordering[0], rtol=1e-6)

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from configs import micro
-from gpjax import checkpoint
+from gpjax.core import checkpoint
 from gpjax.tasks import classification
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,7 +129,6 @@ import jax, numpy as np
 jax.distributed.initialize = functools.partial(
     jax.distributed.initialize, initialization_timeout=120, heartbeat_timeout_seconds=30,
     shutdown_timeout_seconds=60)
-from gpjax import checkpoint
 def leaf_name(path):
   return '/'.join(str(getattr(k, 'name', getattr(k, 'key', getattr(k, 'idx', k)))) for k in path)
 save = checkpoint.save
@@ -275,7 +274,7 @@ def test_sigterm_to_one_process_stops_both(data_dir, env, tmp_path):
 SLOW_WRITER_DRIVER = """
 import runpy, sys, time
 import jax
-from gpjax import writers
+from gpjax.core import writers
 write = writers.write_json
 def slow_write(*args, **kwargs):
   time.sleep(3 if jax.process_index() == 0 else 0)

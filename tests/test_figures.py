@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from gpjax import figures
+from gpjax.core import figures
 
 PNG = b'\x89PNG\r\n\x1a\n'
 

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 from configs import augshift as augshift_config
-from gpjax import checkpoint, main, trainer, writers
+from gpjax import main
+from gpjax.core import checkpoint
+from gpjax.core import trainer
+from gpjax.core import writers
 from gpjax.data import builtin, canvas
 from gpjax.probes import invariance
 from gpjax.tasks import classification
-from gpjax.validate import ConfigError
+from gpjax.errors import ConfigError
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 H = W = 8  # Sources; grid 3 -> 24x24 canvases, offsets 0..16 per axis.

@@ -15,7 +15,9 @@ import optax
 import pytest
 from test_classification import micro_config, read_rows
 
-from gpjax import checkpoint, loop, trainer
+from gpjax.core import checkpoint
+from gpjax.core import loop
+from gpjax.core import trainer
 from gpjax.tasks import classification
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from gpjax import metrics
+from gpjax.core import metrics
 
 K = 5
 

@@ -1,4 +1,4 @@
-"""gpjax.multirun: the seeds of a config trained in one program give each run's numbers as
+"""gpjax.core.multirun: the seeds of a config trained in one program give each run's numbers as
 separate runs (params, metrics, curves), also across a resume mid-run; study grids hand
 their cells to it."""
 
@@ -12,9 +12,15 @@ import pytest
 from test_classification import micro_config, read_rows
 
 from configs import study as study_config
-from gpjax import checkpoint, loop, multirun, study, trainer, writers
+from gpjax.core import checkpoint
+from gpjax.core import loop
+from gpjax.core import multirun
+from gpjax.studies import grid as study
+from gpjax.studies import location
+from gpjax.core import trainer
+from gpjax.core import writers
 from gpjax.tasks import classification
-from gpjax.validate import ConfigError
+from gpjax.errors import ConfigError
 
 SEEDS = (0, 5)
 
@@ -153,7 +159,7 @@ def test_auto_is_unroll_on_cpu_and_bad_modes_are_named():
   config = study_config.get_config()
   config.study.train_seeds = 'pmap'
   with pytest.raises(ConfigError, match='train_seeds'):
-    study.validate_study(config)
+    location.check(config)
 
 
 def test_run_grid_trains_the_unfinished_seeds_of_each_cell_together(tmp_path):

@@ -1,9 +1,9 @@
-"""gpjax.parallel: summing a step's results over batches."""
+"""gpjax.core.parallel: summing a step's results over batches."""
 
 import jax.numpy as jnp
 import numpy as np
 
-from gpjax import parallel
+from gpjax.core import parallel
 
 
 def test_accumulate_sums_every_batch():

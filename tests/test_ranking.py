@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from gpjax import parallel
+from gpjax.core import parallel
 from gpjax.probes import ranking
 
 H, W, C = 8, 12, 6

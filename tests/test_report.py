@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from gpjax import claims, report
+from gpjax.studies import claims
+from gpjax.studies import report
 
 EVIDENCE = {
     'gap_location': {'accuracy': 0.9876, 'std': 0.0123, 'seeds': 3, 'chance': 1 / 9,
@@ -28,7 +29,7 @@ EVIDENCE = {
 
 
 def suite_results():
-  """A suite's results.json as `gpjax.reproduce` writes it, with made-up numbers."""
+  """A suite's results.json as `gpjax.studies.reproduce` writes it, with made-up numbers."""
   location = {'cells': [
       {'task': t, 'head': h, 'padding': 'zero', 'grid': 3, 'mean': m, 'std': 0.01,
        'chance': c} for t, c, means in (('location', 1 / 9, (0.9, 0.15)),

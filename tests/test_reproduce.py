@@ -1,4 +1,4 @@
-"""gpjax.reproduce end to end: the micro suite, killed midway and rerun, and its report."""
+"""gpjax.studies.reproduce end to end: the micro suite, killed midway and rerun, and its report."""
 
 import os
 import re
@@ -11,8 +11,10 @@ import time
 import pytest
 
 from configs import reproduce as suites
-from gpjax import claims, reproduce, writers
-from gpjax.validate import ConfigError
+from gpjax.studies import claims
+from gpjax.studies import reproduce
+from gpjax.core import writers
+from gpjax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLAIMS = ('gap_location', 'permute_location', 'permute_semantic', 'augshift', 'overall_attack',
@@ -20,8 +22,8 @@ CLAIMS = ('gap_location', 'permute_location', 'permute_semantic', 'augshift', 'o
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, '-m', 'gpjax.reproduce', '--suite=micro', f'--workdir={workdir}',
-          f'--data_dir={data_dir}']
+  return [sys.executable, '-m', 'gpjax.main', '--config=configs/reproduce.py:micro',
+          f'--workdir={workdir}', f'--config.data_dir={data_dir}']
 
 
 def _wait_for(path, proc, timeout=600):
@@ -38,7 +40,7 @@ def suite(tmp_path_factory, env):
   Returns (workdir, rerun output, mtimes of results written before the kill)."""
   workdir = tmp_path_factory.mktemp('reproduce') / 'micro'
   data_dir = tmp_path_factory.mktemp('reproduce_tfds')
-  proc = subprocess.Popen(_command(workdir, data_dir), env=env, stdout=subprocess.PIPE,
+  proc = subprocess.Popen(_command(workdir, data_dir), env=env, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   first = workdir / 'augshift' / 'runs' / 'semantic_linear_zero_g3_weight0_s0'
   _wait_for(first / 'invariance' / 'results.json', proc)
@@ -47,7 +49,8 @@ def suite(tmp_path_factory, env):
   assert not (workdir / 'results.json').exists()  # Killed before the end.
   before = {p: os.path.getmtime(p) for p in (workdir / 'location' / 'results.json',
                                             first / 'results.json')}
-  rerun = subprocess.run(_command(workdir, data_dir), env=env, capture_output=True, text=True,
+  rerun = subprocess.run(_command(workdir, data_dir), env=env, cwd=REPO, capture_output=True,
+                         text=True,
                          timeout=900)
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
   return workdir, rerun.stdout + rerun.stderr, before
@@ -149,17 +152,14 @@ def test_study_commands_rebuild_the_suites_studies(suite):
     assert rebuilt.to_dict() == resolved[name].to_dict(), name
 
 
-@pytest.mark.parametrize('entry', ['module', 'script'])
-def test_suite_flag_lists_the_suites(env, tmp_path, entry):
-  """``python -m gpjax.reproduce`` and the installed ``gpjax-reproduce`` script."""
-  script = os.path.join(os.path.dirname(sys.executable), 'gpjax-reproduce')
-  command = [sys.executable, '-m', 'gpjax.reproduce'] if entry == 'module' else [script]
-  out = subprocess.run(command + ['--suite=', '--workdir', str(tmp_path)], env=env,
-                       capture_output=True, text=True, timeout=120)
+def test_an_unknown_suite_names_the_suites(env, tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'gpjax.main', '--config=configs/reproduce.py:quik',
+                        f'--workdir={tmp_path}'], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
   assert out.returncode != 0
-  assert "--suite='' is not a suite" in out.stderr
-  for name in suites.SUITES:
-    assert f'  {name} ' in out.stderr
+  assert out.stderr.strip() == ("Bad flag: --config: suite 'quik' is not one of "
+                                f"{suites.SUITES}."), out.stderr[-2000:]
+  assert not os.listdir(tmp_path)
 
 
 def test_gpjax_main_runs_the_suite_config(env, tmp_path):
@@ -199,7 +199,7 @@ def test_workdir_of_another_suite_is_refused(tmp_path):
 
 
 def test_first_prepared_data_set():
-  from gpjax.data.input_pipeline import DatasetNotPreparedError
+  from gpjax.errors import DatasetNotPreparedError
 
   def load(name):
     if name != 'gpjax_digits':

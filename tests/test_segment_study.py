@@ -7,9 +7,9 @@ import os
 import pytest
 
 from configs import segmentation_study
-from gpjax import segment_study
+from gpjax.studies import segmentation as segment_study
 from gpjax.data import segmentation
-from gpjax.validate import ConfigError
+from gpjax.errors import ConfigError
 
 
 def test_segment_study_grid_is_the_seeds():
@@ -20,7 +20,7 @@ def test_segment_study_grid_is_the_seeds():
   assert [r.seed for _, r in runs] == [config.base.seed + s for s in range(3)]
   config.study.seeds = 0
   with pytest.raises(ConfigError, match='study.seeds'):
-    segment_study.validate_study(config)
+    segment_study.check(config)
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import segmentation as seg_config
-from gpjax import validate
+from gpjax.errors import ConfigError
 from gpjax.data.segmentation import SegInfo
 from gpjax.tasks import segmentation
 
@@ -29,7 +29,7 @@ def test_input_shape_is_the_crop_or_the_examples():
   config.data.crop_height, config.data.crop_width = 4, 6
   assert segmentation.input_shape(config, INFO) == (4, 6, 3)
   assert segmentation.num_classes(config, INFO) == 3
-  assert (segmentation.METRIC, segmentation.description(config)) == ('test_miou', 'segment')
+  assert (segmentation.TASK.metric, segmentation.description(config)) == ('test_miou', 'segment')
 
 
 def test_eval_batches_stop_at_num_examples_and_pad_with_ignore():
@@ -65,14 +65,14 @@ def test_summary_and_results():
 
 def test_validate_config_names_the_field():
   config = seg_config.get_config('tiny')
-  segmentation.validate_config(config)
+  segmentation.check(config)
   config.data.crop_height = 4
-  with pytest.raises(validate.ConfigError, match='crop_height and crop_width'):
-    segmentation.validate_config(config)
+  with pytest.raises(ConfigError, match='crop_height and crop_width'):
+    segmentation.check(config)
   config = seg_config.get_config('tiny')
   config.train.schedule = 'cosine'
-  with pytest.raises(validate.ConfigError, match='train.schedule'):
-    segmentation.validate_config(config)
+  with pytest.raises(ConfigError, match='train.schedule'):
+    segmentation.check(config)
 
 
 def test_official_recipe_fields_reach_the_model():
@@ -91,8 +91,8 @@ def test_bad_pretrained_backbone_jitter_and_momentum_are_named(tmp_path):
     for name, value in fields.items():
       section, field = name.split('__')
       config[section][field] = value
-    with pytest.raises(validate.ConfigError) as e:
-      segmentation.validate_config(config)
+    with pytest.raises(ConfigError) as e:
+      segmentation.check(config)
     return str(e.value)
 
   missing = str(tmp_path / 'resnet50.pth')

@@ -1,4 +1,4 @@
-"""gpjax.study: the grid, resume and skip, evaluators per run, summaries over seeds; and the
+"""gpjax.studies.grid: the grid, resume and skip, evaluators per run, summaries over seeds; and the
 location study on it with training and probes faked (the real ones: test_reproduce; the
 AugShift and segmentation studies: test_augshift_study, test_segment_study)."""
 
@@ -8,7 +8,8 @@ import pytest
 
 from configs import augshift_study as augshift_config
 from configs import study as study_config
-from gpjax import study, writers
+from gpjax.studies import grid as study
+from gpjax.core import writers
 from gpjax.probes import permutation
 
 

@@ -6,7 +6,7 @@ import pytest
 from test_figures import capture_figures, is_png
 from test_report import suite_results
 
-from gpjax import study_figures
+from gpjax.studies import figures as study_figures
 
 @pytest.fixture
 def captured(monkeypatch):

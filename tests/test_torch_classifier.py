@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from configs import micro
-from gpjax import writers
+from gpjax.core import writers
 from gpjax.data import batching, examples
 from gpjax.interop import torch_classifier, torch_import
 from gpjax.models import PADDINGS
 from gpjax.tasks import classification
-from gpjax.validate import ConfigError
+from gpjax.tasks import imported
+from gpjax.errors import ConfigError
 
 torch = pytest.importorskip('torch')
 F = torch.nn.functional
@@ -149,7 +150,7 @@ def test_evaluate_torch_job_scores_the_official_model_on_our_test_canvases(
   with config.unlocked():
     config.job, config.data.data_dir, config.model.head = 'evaluate_torch', data_dir, head
     config.source = ml_collections.ConfigDict({'torch_checkpoint': path})
-  results = classification.evaluate_torch(config, str(tmp_path / 'out'))
+  results = imported.evaluate_torch(config, str(tmp_path / 'out'))
   assert writers.read_json(str(tmp_path / 'out' / 'results.json'))['test_accuracy'] == \
       results['test_accuracy']
   _, test_src, info = classification.load_data(config)
@@ -178,4 +179,4 @@ def test_evaluate_torch_refuses_a_file_with_the_wrong_number_of_outputs(tmp_path
     config.job, config.data.data_dir = 'evaluate_torch', data_dir
     config.source = ml_collections.ConfigDict({'torch_checkpoint': path})
   with pytest.raises(ConfigError, match=r'has 5 outputs; config.task=.location. .* needs 4'):
-    classification.evaluate_torch(config, str(tmp_path / 'out'))
+    imported.evaluate_torch(config, str(tmp_path / 'out'))

@@ -17,13 +17,14 @@ from torch import nn  # noqa: E402
 
 from configs import attack as attack_configs  # noqa: E402
 from configs import segmentation as seg_configs  # noqa: E402
-from gpjax import metrics, trainer  # noqa: E402
+from gpjax.core import metrics  # noqa: E402
+from gpjax.core import trainer
 from gpjax.data import segmentation  # noqa: E402
 from gpjax.data.segmentation import SegInfo  # noqa: E402
 from gpjax.interop import torch_import  # noqa: E402
-from gpjax.probes import attack  # noqa: E402
+from gpjax.probes import attack, runner  # noqa: E402
 from gpjax.tasks import segmentation as seg_task  # noqa: E402
-from gpjax.validate import ConfigError  # noqa: E402
+from gpjax.errors import ConfigError  # noqa: E402
 
 WIDTH, ASPP_CH, CLASSES = 4, 8, 5
 
@@ -320,7 +321,7 @@ def test_attack_job_on_an_imported_checkpoint(tmp_path):
   config.attack.counts = '0,10'
   config.attack.random_draws = 1
   with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = attack.run(config, str(tmp_path / 'out'))
+    results = runner.run_probe(attack.PROBE, config, str(tmp_path / 'out'))
     source, info = segmentation.load_segmentation('cityscapes', 'eval', image_size=(32, 64))
     batch = source.read([0, 1])
   assert results['num_channels'] == WIDTH * 32 and results['counts'] == [0, 10]

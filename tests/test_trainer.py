@@ -1,4 +1,4 @@
-"""Tests for gpjax.trainer: the optimiser of each task (the same updates and state as the
+"""Tests for gpjax.core.trainer: the optimiser of each task (the same updates and state as the
 per-task optimisers it replaced), the schedule, one state update, and pretrained weights in
 the first state."""
 
@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from configs import location, segmentation
-from gpjax import parallel, trainer
+from gpjax.core import parallel
+from gpjax.core import trainer
 from gpjax.models.layers import ConvBN
 
 

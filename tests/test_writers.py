@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 
-from gpjax import writers
+from gpjax.core import writers
 
 
 def tensorboard_scalars(workdir):

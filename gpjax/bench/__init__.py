@@ -11,7 +11,7 @@ r"""Benchmarks, each measured against its baseline in the same run.
 probe against one full forward pass per ordering. ``train`` / ``eval`` / ``canvas``
 (`gpjax.bench.steps`): images per second of the real training step, evaluation step
 and canvas builder on synthetic sources. ``seeds`` (`gpjax.bench.seeds`): R seeds stepped
-in one program (`gpjax.multirun`) against one after another, and the PyTorch step
+in one program (`gpjax.core.multirun`) against one after another, and the PyTorch step
 (`gpjax.bench.torch_reference`). ``xla`` (`gpjax.bench.xla`): the train step under XLA_FLAGS
 settings against XLA's defaults and PyTorch. `gpjax.bench.measure` holds what all of them
 measure alike (synchronised times, the environment, FLOPs, memory).

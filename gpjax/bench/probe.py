@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel
+from gpjax.models import orderings
+from gpjax.core import parallel
 from gpjax.bench import measure
 from gpjax.models.classifier import BACKBONES, Classifier
 from gpjax.probes import permutation
@@ -120,7 +121,7 @@ def bench_probe(args: argparse.Namespace) -> dict[str, Any]:
   k_init, k_canvas = jax.random.split(jax.random.key(args.seed))
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False),
                       out_shardings=replicated)(k_init)
-  orderings = permutation.random_orderings(args.seed, args.orderings, model.ordering_length())
+  orderings = orderings.random_orderings(args.seed, args.orderings, model.ordering_length())
   device_orderings = jax.device_put(orderings, replicated)
 
   def make_inputs(batch):  # This device's canvases; location task: label = cell.

@@ -1,4 +1,4 @@
-r"""The seeds benchmark: R seeds of one config stepped in one program (`gpjax.multirun`) against
+r"""The seeds benchmark: R seeds of one config stepped in one program (`gpjax.core.multirun`) against
 one after another, and the same network's training step in PyTorch.
 
   python -m gpjax.bench seeds --seeds 3 --width 8 --source-size 16 --batch 32
@@ -30,17 +30,20 @@ from typing import Any
 import jax
 
 from configs import study as study_config
-from gpjax import multirun, parallel, study, trainer
+from gpjax.core import multirun
+from gpjax.core import parallel
+from gpjax.studies import grid as study
+from gpjax.core import trainer
 from gpjax.bench import steps
 from gpjax.tasks import classification
 
 
 def add_seeds(subparsers) -> None:
   p = subparsers.add_parser('seeds', help='seeds of one config in one program vs one after '
-                            'another (gpjax.multirun), and the PyTorch step')
+                            'another (gpjax.core.multirun), and the PyTorch step')
   p.add_argument('--seeds', type=int, default=3, help='R: runs stepped together')
   p.add_argument('--modes', type=steps._csv(str), default=['sequential', 'unroll', 'vmap', 'map'],
-                 help='gpjax.multirun modes to time, comma separated (sequential first)')
+                 help='gpjax.core.multirun modes to time, comma separated (sequential first)')
   p.add_argument('--width', type=int, default=8, help='channels of stage 1 (CPU study: 8)')
   p.add_argument('--source-size', type=int, default=16,
                  help='side of the sources (CPU study: 16; canvases are grid times it)')

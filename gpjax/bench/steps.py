@@ -7,7 +7,7 @@ r"""The train / eval / canvas benchmarks: the training code path on synthetic so
 Images (canvases) per second of the real
 `gpjax.tasks.classification.train_step` / `eval_step` (under ``jax.shard_map`` over the
 ``data`` axis and ``jax.jit``, the train step with the state donated, as in
-`gpjax.trainer.train_and_evaluate`) and of `gpjax.data.canvas.canvas_batch`, for
+`gpjax.core.trainer.train_and_evaluate`) and of `gpjax.data.canvas.canvas_batch`, for
 each batch x dtype, on synthetic uint8 sources (32x32x3 unless ``--source-size``) already on
 the device (no
 data set; the step's config is configs/location.py's, so ml-collections is needed, but
@@ -31,7 +31,8 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from configs import location
-from gpjax import parallel, trainer
+from gpjax.core import parallel
+from gpjax.core import trainer
 from gpjax.bench import measure
 from gpjax.data import canvas
 from gpjax.models.classifier import BACKBONES

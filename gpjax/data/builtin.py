@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
-from sklearn import datasets as sk_datasets
 
 IMAGE_SIZE = 32
 BUILTIN_NAMES = ('gpjax_photos', 'gpjax_digits')
@@ -136,6 +135,7 @@ def digits_images() -> tuple[np.ndarray, np.ndarray]:
   Returns:
     images: uint8 (1797, 32, 32, 3); labels: int64 (1797,), in load_digits order.
   """
+  from sklearn import datasets as sk_datasets  # 0.8 s to import: only when a set is built.
   digits = sk_datasets.load_digits()
   values = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
   scale = IMAGE_SIZE // values.shape[1]

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpjax.models.deeplab import DeepLabV3
-from gpjax.validate import ConfigError
+from gpjax.errors import ConfigError
 
 StateDict = dict[str, np.ndarray]
 Variables = dict[str, Any]

@@ -1,5 +1,5 @@
 r"""The position attack: zero ranked channels of the backbone's last map and measure mIoU
-(whole image and left / center / right regions; see `gpjax.metrics`).
+(whole image and left / center / right regions; see `gpjax.core.metrics`).
 
 Every attacked variant is a channel mask (C,) of 0/1: row 0 keeps all channels
 (clean), then for each N of ``counts``: the top-N of the ``overall``, ``left``
@@ -11,10 +11,10 @@ each batch of images the backbone runs once and the head runs on
 vmap), in one jitted call; per-region confusion matrices are summed over
 batches and devices.
 
-Jobs ``rank`` (`run_rank`: ranking.json only) and ``attack`` (`run`), configs/attack.py:
-the attack ranks (or reads ``probe.ranking_file``),
-attacks, and writes ``ranking.json``, ``results.json`` (mIoU per kind, N and
-region; random: per draw, mean and std) and ``curves.png`` (mIoU vs N per region).
+Job ``attack`` (configs/attack.py; the ranking alone is job ``rank``,
+`gpjax.probes.ranking`): it ranks (or reads ``probe.ranking_file``), attacks, and
+writes ``ranking.json``, ``results.json`` (mIoU per kind, N and region; random: per
+draw, mean and std) and ``curves.png`` (mIoU vs N per region).
 """
 
 import os
@@ -26,18 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import figures, metrics, parallel, runs, writers
+from gpjax.core import figures, metrics, parallel, writers
 from gpjax.data import batching, canvas, segmentation
-from gpjax.interop import torch_import
 from gpjax.probes import ranking as ranking_lib
-from gpjax.validate import DTYPES, ConfigError, at_least, one_of
+from gpjax.probes import runner
+from gpjax.tasks import runs
 
 KINDS = ('overall', 'left', 'right')
-
-
-def parse_counts(text: str) -> list[int]:
-  """'0,10,25' -> [0, 10, 25]."""
-  return [int(s) for s in str(text).split(',') if s.strip()]
 
 
 def channel_masks(ranking: dict[str, Sequence[int]], counts: Sequence[int], num_channels: int,
@@ -135,65 +130,14 @@ def summarize(conf: Any, rows: list[dict[str, Any]], counts: Sequence[int],
           'rows': [dict(row, miou=m) for row, m in zip(rows, miou)]}
 
 
-def load(config: Any) -> tuple[Any, Any, tuple[Any, Any]]:
-  """(model, variables, (evaluation source, SegInfo)) of an attack/rank config: the
-  ``config.source`` model (`gpjax.runs.load_source`) and ``config.data``'s set, by default
-  the source run's own."""
-  source, model, variables, _ = runs.load_source(config.source, config.probe.dtype)
-  d = config.data
-  src = None if source is None else source.data  # None for a PyTorch file.
-  name = d.name or (src.name if src is not None else '')
-  if not name:
-    raise ConfigError('config.data.name is empty: name the evaluation set of the imported '
-                      'checkpoint (e.g. cityscapes).')
-  size = ((d.image_height, d.image_width) if d.image_height else
-          (src.image_height, src.image_width) if src is not None and src.image_height else None)
-  data_dir = d.data_dir or (src.data_dir if src is not None else '') or None
-  data, info = segmentation.load_segmentation(name, d.split, data_dir=data_dir, image_size=size)
-  if info.num_classes != model.num_classes:
-    raise ConfigError(f'The model predicts {model.num_classes} classes but {name!r} has '
-                      f'{info.num_classes}.')
-  return model, variables, (data, info)
-
-
-def validate_config(config: Any) -> None:
-  """Raises ConfigError naming the first bad field of an ``attack``/``rank`` config."""
-  s, p, a = config.source, config.probe, config.attack
-  if bool(s.workdir) == bool(s.torch_checkpoint):
-    raise ConfigError('Set exactly one of config.source.workdir (a trained segment run) and '
-                      'config.source.torch_checkpoint (a PyTorch .pth).')
-  path = s.workdir or s.torch_checkpoint
-  if not os.path.exists(path):
-    raise ConfigError(f'config.source: {path!r} does not exist.')
-  if s.torch_checkpoint:
-    torch_import.check_checkpoint_file('source.torch_checkpoint', s.torch_checkpoint)
-  if s.workdir and not os.path.isfile(os.path.join(s.workdir, 'config.json')):
-    raise ConfigError(f'config.source.workdir={s.workdir!r} holds no config.json: not a '
-                      'segment workdir.')
-  if p.ranking_file and not os.path.isfile(p.ranking_file):
-    raise ConfigError(f'config.probe.ranking_file={p.ranking_file!r} does not exist.')
-  if bool(config.data.image_height) != bool(config.data.image_width):
-    raise ConfigError('config.data.image_height and image_width must both be 0 or both > 0.')
-  for field in ('batch_size', 'mask_chunk'):
-    at_least(f'probe.{field}', p[field], 1)
-  at_least('probe.num_examples', p.num_examples, 0)
-  at_least('source.step', s.step, 0)
-  one_of('probe.dtype', p.dtype, DTYPES)
-  counts = parse_counts(a.counts)
-  if not counts or min(counts) < 0:
-    raise ConfigError(f'config.attack.counts={a.counts!r}: give comma-separated N >= 0.')
-  at_least('attack.random_draws', a.random_draws, 0)
-  at_least('attack.seed', a.seed, 0)
-
-
-def evaluate(config: Any, model: Any, variables: Any, data: Any,
-             ranking: dict[str, Any]) -> dict[str, Any]:
+def attack_curves(config: Any, model: Any, variables: Any, data: Any,
+                  ranking: dict[str, Any]) -> dict[str, Any]:
   """`summarize`'s mIoU curves of ``model`` on ``data`` = (source, SegInfo) with the
   channels of ``ranking`` (and ``config.attack``'s random draws) zeroed."""
   source, info = data
   p, a = config.probe, config.attack
   num_channels = model.feature_channels
-  counts = parse_counts(a.counts)
+  counts = ranking_lib.parse_counts(a.counts)
   masks, rows = channel_masks(ranking, counts, num_channels, a.random_draws, a.seed)
   mesh = parallel.make_mesh()
   parallel.check_divisible('config.probe.batch_size', p.batch_size, jax.device_count(), 'devices')
@@ -218,42 +162,37 @@ def evaluate(config: Any, model: Any, variables: Any, data: Any,
   return results
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """The attack job: rank (or read the ranking), sweep the masks, write results and curves."""
-  validate_config(config)
-  model, variables, data = load(config)
+def evaluate(config: Any, run: runs.Run) -> dict[str, Any]:
+  """`attack_curves` of a loaded run on ``config.data``'s set, with the channels ranked on it
+  (or read from ``probe.ranking_file``); the ranking is kept under ``ranking``."""
+  data = ranking_lib.eval_data(config, run)
   start = time.perf_counter()
   if config.probe.ranking_file:
     ranking = writers.read_json(config.probe.ranking_file)
   else:
-    ranking = ranking_lib.evaluate(config, model, variables, data)
+    ranking = ranking_lib.rank_channels(config, run.model, run.variables, data)
   rank_seconds = time.perf_counter() - start
   start = time.perf_counter()
-  results = evaluate(config, model, variables, data, ranking)
-  results.update({'rank_seconds': rank_seconds, 'attack_seconds': time.perf_counter() - start})
-  results.update(runs.provenance(config, None, None))
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    writers.write_json(os.path.join(workdir, 'ranking.json'), ranking)
-    writers.write_json(os.path.join(workdir, 'results.json'), results)
-    figures.save_attack_curves(
-        os.path.join(workdir, 'curves.png'), results,
-        f'{data[1].name}: DeepLabv3-{model.backbone} (C={results["num_channels"]}), '
-        f'{results["num_images"]} images; clean mIoU {results["clean"]["whole"]:.3f}')
-    print(f'clean mIoU {results["clean"]["whole"]:.4f}; ' + ', '.join(
-        f'N={n}: overall {o:.4f} random {r:.4f}' for n, o, r in zip(
-            results['counts'], results['top_overall']['whole'],
-            results['random']['whole']['mean'] or results['top_overall']['whole'])), flush=True)
+  results = attack_curves(config, run.model, run.variables, data, ranking)
+  results.update({'rank_seconds': rank_seconds, 'attack_seconds': time.perf_counter() - start,
+                  'ranking': ranking})
   return results
 
 
-def run_rank(config: Any, workdir: str) -> dict[str, Any]:
-  """The rank job: `gpjax.probes.ranking.evaluate` of the source model; writes and returns
-  ``ranking.json``."""
-  validate_config(config)
-  model, variables, data = load(config)
-  ranking = ranking_lib.evaluate(config, model, variables, data)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    writers.write_json(os.path.join(workdir, 'ranking.json'), ranking)
-  return ranking
+def report(config: Any, workdir: str, run: runs.Run, results: dict[str, Any]) -> None:
+  """ranking.json (reusable as ``probe.ranking_file``), curves.png and one printed line."""
+  writers.write_json(os.path.join(workdir, 'ranking.json'), results['ranking'])
+  figures.save_attack_curves(
+      os.path.join(workdir, 'curves.png'), results,
+      f'{results["dataset"]}: DeepLabv3-{run.model.backbone} (C={results["num_channels"]}), '
+      f'{results["num_images"]} images; clean mIoU {results["clean"]["whole"]:.3f}')
+  print(f'clean mIoU {results["clean"]["whole"]:.4f}; ' + ', '.join(
+      f'N={n}: overall {o:.4f} random {r:.4f}' for n, o, r in zip(
+          results['counts'], results['top_overall']['whole'],
+          results['random']['whole']['mean'] or results['top_overall']['whole'])), flush=True)
+
+
+PROBE = runner.Probe(check=ranking_lib.check, load=ranking_lib.load, evaluate=evaluate,
+                     report=report)
+JOBS = {'attack': runner.job(PROBE, "mIoU of a segmentation run with its top-ranked or random "
+                                    'position channels zeroed')}

@@ -18,23 +18,25 @@ Test sources are pasted at pixel offsets of the g x g canvas
   source in a random cell (label = cell) and scored on test canvases built the
   same way; chance is 1 / g^2: lower = less position readable from the latent.
 
-`evaluate` measures a loaded run (`gpjax.runs.load_run`), ``run`` is the job
-(configs/augshift.py:invariance) on a trained workdir; the AugShift study
-(`gpjax.augshift_study`) calls it on every run.
+`evaluate` measures a loaded run (`gpjax.tasks.runs.load_run`); `PROBE` is the job
+(configs/augshift.py:invariance) on a trained workdir, which the AugShift study
+(`gpjax.studies.augshift`) runs on every run.
 """
 
 import functools
 import os
-import time
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpjax import figures, runs, writers
+from gpjax.checks import at_least
+from gpjax.core import figures
 from gpjax.data import canvas, input_pipeline
-from gpjax.validate import ConfigError, at_least
+from gpjax.errors import ConfigError
+from gpjax.probes import runner
+from gpjax.tasks import runs
 
 # canvases (n, H, W, C) -> (logits (n, k), GAP latents (n, C)).
 Apply = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
@@ -180,7 +182,8 @@ def location_readout(train_latents: np.ndarray, train_cells: np.ndarray,
 #     --config.invariance.source_workdir=RUN
 
 
-def _check_fields(v: Any, prefix: str) -> None:
+def check_fields(v: Any, prefix: str) -> None:
+  """Raises ConfigError for a bad field of an ``invariance`` section at ``config.<prefix>``."""
   for field in ('seed', 'num_images', 'readout_images', 'source_step'):
     at_least(f'{prefix}.{field}', v[field], 0)
   for field in ('num_pairs', 'curve_points', 'batch_size'):
@@ -189,10 +192,10 @@ def _check_fields(v: Any, prefix: str) -> None:
     raise ConfigError(f'config.{prefix}.readout_c={v.readout_c!r} must be > 0.')
 
 
-def validate_config(config: Any) -> None:
+def check(config: Any) -> None:
   """Raises ConfigError naming the first bad ``config.invariance`` field."""
   v = config.invariance
-  _check_fields(v, 'invariance')
+  check_fields(v, 'invariance')
   src = v.source_workdir
   if not src:
     raise ConfigError('config.invariance.source_workdir is empty: set it to the workdir of a '
@@ -203,10 +206,16 @@ def validate_config(config: Any) -> None:
       raise ConfigError(f'config.invariance.source_workdir={src!r} holds no {need}: {what}.')
 
 
-def evaluate(config: Any, source: Any, model: Any, variables: dict[str, Any],
-             info: Any) -> dict[str, Any]:
-  """`shift_measures` and `location_readout` of a loaded run (`gpjax.runs.load_run`)
-  with ``config.invariance``'s sizes, on its data set's test and train images."""
+def load(config: Any) -> runs.Run:
+  """The run ``config.invariance.source_workdir`` at ``source_step`` (0: the newest)."""
+  v = config.invariance
+  return runs.load_run(v.source_workdir, data_dir=v.data_dir, step=v.source_step)
+
+
+def evaluate(config: Any, run: runs.Run) -> dict[str, Any]:
+  """`shift_measures` and `location_readout` of a loaded run with ``config.invariance``'s
+  sizes, on its data set's test and train images."""
+  source, model, variables, info = run.config, run.model, run.variables, run.info
   v, d = config.invariance, source.data
   image_size = d.image_size or None
   train_src, _ = input_pipeline.load_source(d.name, 'train', data_dir=info.data_dir,
@@ -236,27 +245,18 @@ def evaluate(config: Any, source: Any, model: Any, variables: dict[str, Any],
   return results
 
 
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """Measures the checkpoint ``source_step`` (0: the newest) of ``config.invariance.
-  source_workdir`` (`evaluate`); writes ``results.json`` and ``invariance.png`` to ``workdir``
-  and returns the results."""
-  validate_config(config)
-  v = config.invariance
-  source, model, variables, info = runs.load_run(v.source_workdir, data_dir=v.data_dir,
-                                                 step=v.source_step)
-  start = time.perf_counter()
-  results = evaluate(config, source, model, variables, info)
-  results['seconds'] = time.perf_counter() - start
-  results.update(runs.provenance(config, source, info))
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    writers.write_json(os.path.join(workdir, 'results.json'), results)
-    m = source.model
-    figures.save_invariance(os.path.join(workdir, 'invariance.png'), results,
-                            f'{source.task}: {m.backbone} {m.head}, padding={m.padding}')
-    print(f'consistency {results["consistency"]:.4f}, shifted accuracy '
-          f'{results["shifted_accuracy"]:.4f}, latent distance {results["latent_distance"]:.4f}, '
-          f'readout {results["readout_accuracy"]:.4f} (chance {1 / source.data.grid ** 2:.4f})',
-          flush=True)
-  return results
+def report(config: Any, workdir: str, run: runs.Run, results: dict[str, Any]) -> None:
+  """invariance.png: the latent distance and accuracy against the shift; one printed line."""
+  source = run.config
+  m = source.model
+  figures.save_invariance(os.path.join(workdir, 'invariance.png'), results,
+                          f'{source.task}: {m.backbone} {m.head}, padding={m.padding}')
+  print(f'consistency {results["consistency"]:.4f}, shifted accuracy '
+        f'{results["shifted_accuracy"]:.4f}, latent distance {results["latent_distance"]:.4f}, '
+        f'readout {results["readout_accuracy"]:.4f} (chance {1 / source.data.grid ** 2:.4f})',
+        flush=True)
 
+
+PROBE = runner.Probe(check=check, load=load, evaluate=evaluate, report=report)
+JOBS = {'invariance': runner.job(PROBE, "a run's shift invariance and linear location "
+                                        'readout (AugShift)')}

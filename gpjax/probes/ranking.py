@@ -13,11 +13,13 @@ data set:
 
 Ties keep the lower channel index first. Images are batched, both orientations
 go through one jitted call, and sums are ``psum``'d over the ``data`` mesh axis.
-`evaluate` ranks a segmentation model's last backbone map; the job ``rank``
-(configs/attack.py:rank, `gpjax.probes.attack.run_rank`) writes it to ``ranking.json``.
+`rank_channels` ranks a segmentation model's last backbone map; the job ``rank``
+(configs/attack.py:rank, `PROBE`) writes it to ``ranking.json``. `load`,
+`eval_data` and `check` serve the attack (`gpjax.probes.attack`) too.
 """
 
 import functools
+import os
 from typing import Any, Callable, Iterable
 
 import jax
@@ -25,8 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax import parallel
+from gpjax.checks import DTYPES, at_least, one_of
+from gpjax.core import parallel, writers
 from gpjax.data import batching, canvas, segmentation
+from gpjax.errors import ConfigError
+from gpjax.interop import torch_import
+from gpjax.probes import runner
+from gpjax.tasks import runs
 
 # feature_fn(variables, images (n, H, W, 3) float32) -> maps (n, h, w, C).
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
@@ -101,9 +108,19 @@ def rank(fn: Callable[[Any, dict], Sums], variables: Any, batches: Iterable[dict
   return rankings(totals['abs'], totals['signed'], totals['count'])
 
 
-def evaluate(config: Any, model: Any, variables: Any, data: Any) -> dict[str, Any]:
+def parse_counts(text: str) -> list[int]:
+  """'0,10,25' -> [0, 10, 25]."""
+  return [int(s) for s in str(text).split(',') if s.strip()]
+
+
+# The keys of `rank_channels`' output: what ranking.json holds.
+RANKING_KEYS = ('overall', 'left', 'right', 'mean_abs_difference', 'mean_signed_difference',
+                'num_images', 'layer', 'num_channels', 'dataset')
+
+
+def rank_channels(config: Any, model: Any, variables: Any, data: Any) -> dict[str, Any]:
   """Rankings of a segmentation model's ``stage4`` channels over ``config.probe``'s images
-  of ``data`` = (source, SegInfo); see `gpjax.probes.attack.load`."""
+  of ``data`` = (source, SegInfo) (`eval_data`)."""
   source, info = data
   mesh = parallel.make_mesh()
   p = config.probe
@@ -119,3 +136,73 @@ def evaluate(config: Any, model: Any, variables: Any, data: Any) -> dict[str, An
              functools.partial(parallel.to_global, mesh))
   out.update({'layer': 'stage4', 'num_channels': len(out['overall']), 'dataset': info.name})
   return out
+
+
+def load(config: Any) -> runs.Run:
+  """The ``config.source`` of a rank/attack config: a segment run or a PyTorch file."""
+  return runs.load_source(config.source, config.probe.dtype)
+
+
+def eval_data(config: Any, run: runs.Run) -> tuple[Any, Any]:
+  """(evaluation source, SegInfo) of a rank/attack config: ``config.data``'s set, by default
+  the source run's own."""
+  source, model = run.config, run.model
+  d = config.data
+  src = None if source is None else source.data  # None for a PyTorch file.
+  name = d.name or (src.name if src is not None else '')
+  if not name:
+    raise ConfigError('config.data.name is empty: name the evaluation set of the imported '
+                      'checkpoint (e.g. cityscapes).')
+  size = ((d.image_height, d.image_width) if d.image_height else
+          (src.image_height, src.image_width) if src is not None and src.image_height else None)
+  data_dir = d.data_dir or (src.data_dir if src is not None else '') or None
+  data, info = segmentation.load_segmentation(name, d.split, data_dir=data_dir, image_size=size)
+  if info.num_classes != model.num_classes:
+    raise ConfigError(f'The model predicts {model.num_classes} classes but {name!r} has '
+                      f'{info.num_classes}.')
+  return data, info
+
+
+def check(config: Any) -> None:
+  """Raises ConfigError naming the first bad field of an ``attack``/``rank`` config."""
+  s, p, a = config.source, config.probe, config.attack
+  if bool(s.workdir) == bool(s.torch_checkpoint):
+    raise ConfigError('Set exactly one of config.source.workdir (a trained segment run) and '
+                      'config.source.torch_checkpoint (a PyTorch .pth).')
+  path = s.workdir or s.torch_checkpoint
+  if not os.path.exists(path):
+    raise ConfigError(f'config.source: {path!r} does not exist.')
+  if s.torch_checkpoint:
+    torch_import.check_checkpoint_file('source.torch_checkpoint', s.torch_checkpoint)
+  if s.workdir and not os.path.isfile(os.path.join(s.workdir, 'config.json')):
+    raise ConfigError(f'config.source.workdir={s.workdir!r} holds no config.json: not a '
+                      'segment workdir.')
+  if p.ranking_file and not os.path.isfile(p.ranking_file):
+    raise ConfigError(f'config.probe.ranking_file={p.ranking_file!r} does not exist.')
+  if bool(config.data.image_height) != bool(config.data.image_width):
+    raise ConfigError('config.data.image_height and image_width must both be 0 or both > 0.')
+  for field in ('batch_size', 'mask_chunk'):
+    at_least(f'probe.{field}', p[field], 1)
+  at_least('probe.num_examples', p.num_examples, 0)
+  at_least('source.step', s.step, 0)
+  one_of('probe.dtype', p.dtype, DTYPES)
+  counts = parse_counts(a.counts)
+  if not counts or min(counts) < 0:
+    raise ConfigError(f'config.attack.counts={a.counts!r}: give comma-separated N >= 0.')
+  at_least('attack.random_draws', a.random_draws, 0)
+  at_least('attack.seed', a.seed, 0)
+
+
+def evaluate(config: Any, run: runs.Run) -> dict[str, Any]:
+  """`rank_channels` of a loaded run on ``config.data``'s set (`eval_data`)."""
+  return rank_channels(config, run.model, run.variables, eval_data(config, run))
+
+
+def report(config: Any, workdir: str, run: runs.Run, results: dict[str, Any]) -> None:
+  """ranking.json: the rankings alone, reusable as an attack's ``probe.ranking_file``."""
+  writers.write_json(os.path.join(workdir, 'ranking.json'),
+                     {k: v for k, v in results.items() if k in RANKING_KEYS})
+
+
+PROBE = runner.Probe(check=check, load=load, evaluate=evaluate, report=report)
+JOBS = {'rank': runner.job(PROBE, "a segmentation run's position channels, ranked (flip test)")}

@@ -1,1 +1,1 @@
-"""Tasks: what a training run does that the core (`gpjax.trainer`) does not; one module each."""
+"""Tasks: what a training run does that the core (`gpjax.core.trainer`) does not; one module each."""

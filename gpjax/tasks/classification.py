@@ -1,17 +1,15 @@
-"""Classification on canvases (jobs ``train`` and ``evaluate_torch``): the location task (label = the cell) and the
+"""Classification on canvases (job ``train``): the location task (label = the cell) and the
 semantic one (label = the class), with PermuteNet orderings and AugShift's shifted pairs.
 
-What the core (`gpjax.trainer`) runs: the model, the data, the per-device train
-and eval steps, the evaluation summary (test loss, accuracy, per-location
-accuracy) and the per-location heatmap. `evaluate_torch` scores an official PyTorch
-checkpoint (`gpjax.interop.torch_classifier`) on the same test canvases.
+`TASK` is what the core (`gpjax.core.trainer`) runs: the model, the data, the
+per-device train and eval steps (objectives in `gpjax.tasks.objectives`), the
+evaluation summary (test loss, accuracy, per-location accuracy), the per-location
+heatmap, and `check`, the config's validation.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 from typing import Any, Iterator
 
 import jax
@@ -21,16 +19,23 @@ import numpy as np
 import optax
 from jax import lax
 
-from gpjax import figures, parallel, trainer, writers
+from gpjax.checks import DTYPES, at_least, below_one, one_of, step_list, steps_or_epochs
+from gpjax.core import figures, parallel, trainer
+from gpjax.core.task import Task
 from gpjax.data import batching, examples, input_pipeline
-from gpjax.interop import torch_classifier, torch_import
-from gpjax.models import Classifier, random_ordering
-from gpjax.probes import permutation
-from gpjax.validate import ConfigError
+from gpjax.data.canvas import BACKGROUNDS, PLACEMENTS
+from gpjax.errors import ConfigError
+from gpjax.models import Classifier, orderings
+from gpjax.models.classifier import BACKBONES, HEADS, PERMUTE_LAYERS
+from gpjax.models.init import INITS
+from gpjax.models.padding import PADDINGS
+from gpjax.models.resnet import STEMS
+from gpjax.tasks import objectives
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-METRIC = 'test_accuracy'  # The best checkpoint is kept by this evaluation key.
+TASKS = ('location', 'semantic')
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
 
 
 def description(config: ml_collections.ConfigDict) -> str:
@@ -55,97 +60,13 @@ def train_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
                info: input_pipeline.DatasetInfo) -> tuple[trainer.TrainState, Metrics]:
   """One optimisation step on this device's shard of the global batch."""
   if config.augshift.enabled:  # Two shifted copies per image: a path of its own.
-    return augshift_step(state, batch, model=model, tx=tx, config=config, info=info)
+    return objectives.augshift_step(state, batch, model=model, tx=tx, config=config, info=info)
   key = jax.random.fold_in(jax.random.key(state.seed), state.step)
   images, labels, _ = examples.make_examples(jax.random.fold_in(key, 0), batch, config, info,
                                              flip=config.data.flip)
-  return cross_entropy_step(state, images, labels, _step_ordering(key, model, config),
-                            model=model, tx=tx)
-
-
-def cross_entropy_step(state: trainer.TrainState, images: jax.Array, labels: jax.Array,
-                       ordering: jax.Array | None, *, model: Classifier,
-                       tx: optax.GradientTransformation) -> tuple[trainer.TrainState, Metrics]:
-  """One cross-entropy step on this device's images (B, H, W, C) and labels (B,)."""
-  def loss_fn(params):
-    (logits, _), updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-        ordering=ordering, mutable=['batch_stats'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    # With check_vma the gradient of replicated params is summed over the axis;
-    # averaging the loss (not the gradients) gives the global-batch gradient.
-    return lax.pmean(loss, parallel.DATA_AXIS), (logits, updates['batch_stats'])
-
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), parallel.DATA_AXIS)
-  return trainer.apply_gradients(state, tx, grads, batch_stats), {'loss': loss,
-                                                                  'accuracy': accuracy}
-
-
-def _step_ordering(key: jax.Array, model: Classifier,
-                   config: ml_collections.ConfigDict) -> jax.Array | None:
-  """PermuteNet: one fresh ordering per step, shared by the whole batch."""
-  if config.model.head != 'permutenet':
-    return None
-  return random_ordering(jax.random.fold_in(key, 1), model.ordering_length())
-
-
-def augshift_loss(logits_a: jax.Array, logits_b: jax.Array, latent_a: jax.Array,
-                  latent_b: jax.Array, labels: jax.Array,
-                  weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """AugShift: CE(y1) + CE(y2) + weight * MSE(z1, z2) of one device's pairs.
-
-  Args:
-    logits_a, logits_b: (B, k) logits of the two shifted copies.
-    latent_a, latent_b: (B, C) their GAP latents (``features['pooled']``).
-    labels: (B,) int classes.
-    weight: lambda.
-
-  Returns:
-    The loss and its parts: ``ce`` = CE(y1) + CE(y2), each a batch mean, and
-    ``latent_mse`` = mean over batch and channels of (z1 - z2)^2 (PyTorch's
-    ``MSELoss``). The MSE pulls both latents (no stop-gradient); the CE
-    terms keep them from collapsing.
-  """
-  def ce(logits):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-  ce_sum = ce(logits_a) + ce(logits_b)
-  mse = jnp.mean(jnp.square(latent_a - latent_b))
-  return ce_sum + weight * mse, {'ce': ce_sum, 'latent_mse': mse}
-
-
-def augshift_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
-                  tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-                  info: input_pipeline.DatasetInfo) -> tuple[trainer.TrainState, Metrics]:
-  """`train_step` with ``config.augshift.enabled``: both copies go through the
-  network as one batch of 2B (BatchNorm statistics over both), `augshift_loss`. With
-  ``augshift.copies = 1`` (standard training, AugShift's baseline) only copy 1 does,
-  with its cross-entropy alone: the same placements, no second copy, no MSE."""
-  key = jax.random.fold_in(jax.random.key(state.seed), state.step)
-  images_a, images_b, labels = examples.make_shifted_pairs(
-      jax.random.fold_in(key, 0), batch, config, info, flip=config.data.flip)
-  ordering = _step_ordering(key, model, config)  # Shared by both copies.
-  n = labels.shape[0]
-  if config.augshift.copies == 1:
-    return cross_entropy_step(state, images_a, labels, ordering, model=model, tx=tx)
-
-  def loss_fn(params):
-    (logits, feats), updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats},
-        jnp.concatenate([images_a, images_b]), train=True, ordering=ordering,
-        mutable=['batch_stats'])
-    z = feats['pooled']
-    loss, parts = augshift_loss(logits[:n], logits[n:], z[:n], z[n:], labels,
-                                config.augshift.weight)
-    return lax.pmean(loss, parallel.DATA_AXIS), (logits, parts, updates['batch_stats'])
-
-  (loss, (logits, parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  correct = jnp.argmax(logits, -1) == jnp.concatenate([labels, labels])
-  metrics = {'loss': loss, 'accuracy': jnp.mean(correct), **parts}
-  return trainer.apply_gradients(state, tx, grads, batch_stats), {
-      k: v if k == 'loss' else lax.pmean(v, parallel.DATA_AXIS) for k, v in metrics.items()}
+  return objectives.cross_entropy_step(state, images, labels,
+                                      objectives.step_ordering(key, model, config),
+                                      model=model, tx=tx)
 
 
 def eval_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
@@ -163,12 +84,12 @@ def eval_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
   num_cells = config.data.grid ** 2
   mask = batch['mask']
   if config.model.head == 'permutenet':
-    orderings = eval_orderings(config, model)
+    rows = eval_orderings(config, model)
     layer = config.model.permute_layer
-    sums = permutation.probe_sums(
-        model, variables, images, labels, cells, mask, orderings, layer=layer,
+    sums = orderings.probe_sums(
+        model, variables, images, labels, cells, mask, rows, layer=layer,
         num_cells=num_cells, image_chunk=images.shape[0],
-        ordering_chunk=orderings.shape[0] if layer == 5 else config.eval.ordering_chunk)
+        ordering_chunk=rows.shape[0] if layer == 5 else config.eval.ordering_chunk)
   else:
     logits, _ = model.apply(variables, images, train=False)
     weight = mask.astype(jnp.float32)
@@ -182,8 +103,8 @@ def eval_step(state: trainer.TrainState, batch: Batch, *, model: Classifier,
 
 def eval_orderings(config: ml_collections.ConfigDict, model: Classifier) -> jax.Array:
   """(1 + eval.orderings, C) int32: the identity, then the orderings a PermuteNet is tested
-  with, fixed by ``eval.seed`` (the same at every evaluation; `permutation.ordering_rows`)."""
-  return permutation.ordering_rows(config.eval.seed, 1 + config.eval.orderings,
+  with, fixed by ``eval.seed`` (the same at every evaluation; `orderings.ordering_rows`)."""
+  return orderings.ordering_rows(config.eval.seed, 1 + config.eval.orderings,
                                    model.ordering_length())
 
 
@@ -260,43 +181,71 @@ def write_figures(config: ml_collections.ConfigDict, workdir: str, final: dict[s
       f'test accuracy {100 * final["test_accuracy"]:.1f}%')
 
 
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field, its value and what is allowed."""
+  one_of('task', config.task, TASKS)
+  at_least('seed', config.seed, 0)
+  d, m, t = config.data, config.model, config.train
+  at_least('data.grid', d.grid, 1)
+  one_of('data.background', d.background, BACKGROUNDS)
+  at_least('data.image_size', d.image_size, 0)
+  one_of('model.backbone', m.backbone, BACKBONES)
+  one_of('model.padding', m.padding, PADDINGS)
+  one_of('model.head', m.head, HEADS)
+  one_of('model.permute_layer', m.permute_layer, PERMUTE_LAYERS)
+  at_least('model.width', m.width, 1)
+  one_of('model.stem', m.stem, STEMS)
+  one_of('model.init', m.init, INITS)
+  one_of('model.dtype', m.dtype, DTYPES)
+  steps_or_epochs(t)
+  at_least('train.batch_size', t.batch_size, 1)
+  one_of('train.optimizer', t.optimizer, OPTIMIZERS)
+  at_least('train.learning_rate', t.learning_rate, 0.0, float)
+  for name in ('b1', 'b2'):
+    below_one(f'train.{name}', t[name])
+  at_least('train.weight_decay', t.weight_decay, 0.0, float)
+  at_least('train.log_every', t.log_every, 1)
+  at_least('train.eval_every', t.eval_every, 0)
+  step_list('train.eval_at', t.eval_at)
+  step_list('train.keep_at', t.keep_at)
+  at_least('train.checkpoint_every', t.checkpoint_every, 0)
+  at_least('train.keep_checkpoints', t.keep_checkpoints, 1)
+  at_least('eval.batch_size', config.eval.batch_size, 1)
+  at_least('eval.seed', config.eval.seed, 0)
+  at_least('eval.orderings', config.eval.orderings, 1)
+  at_least('eval.ordering_chunk', config.eval.ordering_chunk, 1)
+  check_augshift(config)
+
+
+
+def check_augshift(config: ml_collections.ConfigDict) -> None:
+  """The ``augshift`` section: AugShift needs a label that does not move with the image."""
+  a = config.augshift
+  if not isinstance(a.enabled, bool):
+    raise ConfigError(f'config.augshift.enabled={a.enabled!r} is not allowed; it must be a bool.')
+  at_least('augshift.weight', a.weight, 0.0, float)
+  one_of('augshift.placement', a.placement, PLACEMENTS)
+  at_least('augshift.max_shift', a.max_shift, 0)
+  one_of('augshift.copies', a.copies, (1, 2))
+  if a.copies == 1 and a.weight:
+    raise ConfigError(f'config.augshift.weight={a.weight!r} needs config.augshift.copies=2: '
+                      'with one copy per image there is no second latent to match.')
+  if a.placement == 'cell' and a.max_shift:
+    raise ConfigError(f'config.augshift.max_shift={a.max_shift!r} needs '
+                      "config.augshift.placement='pixel': cell placements are whole cells apart.")
+  if a.enabled and config.task == 'location':
+    raise ConfigError("config.augshift.enabled=True with config.task='location': AugShift "
+                      'trains the two shifted copies of an image to give the same output, but '
+                      "a location label changes with the shift. Use config.task='semantic'.")
+
+
+TASK = Task(job='train', metric='test_accuracy', check=check, description=description,
+            load_data=load_data, num_classes=num_classes, create_model=create_model,
+            input_shape=input_shape, train_step=train_step, eval_step=eval_step,
+            eval_batches=eval_batches, summarize=summarize, results=results,
+            write_figures=write_figures)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The ``train`` job: `trainer.train_and_evaluate` of this task."""
-  return trainer.train_and_evaluate(config, workdir, task=sys.modules[__name__])
-
-
-def evaluate_torch(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The ``evaluate_torch`` job: the official checkpoint ``config.source.torch_checkpoint``
-  (trained with ``config.model.padding``) on this config's test canvases; writes
-  ``results.json`` (test loss, accuracy, per-location accuracy) and the heatmap."""
-  _, test_src, info = load_data(config)
-  state_dict = torch_import.load_state_dict(config.source.torch_checkpoint)
-  model, variables = torch_classifier.import_classifier(
-      state_dict, padding=config.model.padding, head=config.model.head)
-  if model.num_classes != num_classes(config, info):
-    raise ConfigError(f'config.source.torch_checkpoint={config.source.torch_checkpoint!r} has '
-                      f'{model.num_classes} outputs; config.task={config.task!r} on '
-                      f'{config.data.name} needs {num_classes(config, info)}.')
-  mesh = parallel.make_mesh()
-  parallel.check_divisible('config.eval.batch_size', config.eval.batch_size, jax.device_count(),
-                           'devices')
-  state = trainer.TrainState(step=jnp.zeros((), jnp.int32), seed=jnp.zeros((), jnp.int32),
-                             params=variables['params'], batch_stats=variables['batch_stats'],
-                             opt_state=None)
-  state = jax.device_put(state, parallel.replicated(mesh))
-  p_eval_step = parallel.shard_step(functools.partial(eval_step, model=model, config=config,
-                                                      info=info), mesh)
-  final = summarize(trainer.evaluate(p_eval_step, state, eval_batches(test_src, config), mesh),
-                    info)
-  results = {'config': config.to_dict(), 'dataset': info.name, 'num_classes': model.num_classes,
-             'source_checkpoint': config.source.torch_checkpoint, 'backbone': model.backbone,
-             'head': model.head, 'width': model.width, **final,
-             'num_devices': jax.device_count(), 'device_kind': jax.devices()[0].device_kind,
-             'jax_version': jax.__version__}
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    writers.write_json(os.path.join(workdir, 'results.json'), results)
-    write_figures(config, workdir, final)
-  print(f'{config.source.torch_checkpoint}: test accuracy {final["test_accuracy"]:.4f}',
-        flush=True)
-  return results
+  return trainer.train_and_evaluate(config, workdir, TASK)

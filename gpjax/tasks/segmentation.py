@@ -1,14 +1,13 @@
 """Semantic segmentation with DeepLabv3 (job ``segment``).
 
-What the core (`gpjax.trainer`) runs: the model, its starting backbone (random,
+What the core (`gpjax.core.trainer`) runs: the model, its starting backbone (random,
 or torchvision ResNet weights from ``model.pretrained_backbone``), the data
 (crops, colour jitter and flips: `gpjax.data.examples`), the per-device train
 step (loss = mean over all valid pixels of all devices) and eval step (confusion
-matrices summed over the split, mIoU as the official code's, `gpjax.metrics`).
+matrices summed over the split, mIoU as the official code's, `gpjax.core.metrics`).
 """
 
 import os
-import sys
 from typing import Any, Iterator
 
 import jax
@@ -18,15 +17,18 @@ import numpy as np
 import optax
 from jax import lax
 
-from gpjax import metrics, parallel, trainer, validate
+from gpjax.core import metrics
+from gpjax.core import parallel
+from gpjax.core import trainer
+from gpjax.core.task import Task
 from gpjax.data import batching, canvas, examples, segmentation
 from gpjax.interop import torch_import  # torch itself is imported only to read a file.
 from gpjax.models.deeplab import BACKBONES, DeepLabV3
 from gpjax.models.padding import PADDINGS
-from gpjax.validate import DTYPES, ConfigError, at_least, below_one, one_of, steps_or_epochs
+from gpjax.checks import DTYPES, at_least, below_one, one_of, step_list, steps_or_epochs
+from gpjax.errors import ConfigError
 
 Batch = dict[str, jax.Array]
-METRIC = 'test_miou'  # The best checkpoint is kept by this evaluation key.
 TORCHVISION_WIDTH = 64  # Stem channels of every torchvision ResNet.
 
 
@@ -159,14 +161,7 @@ def write_figures(config: ml_collections.ConfigDict, workdir: str, final: dict[s
   """None here: the position probes (`gpjax.probes`) plot a trained model."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The ``segment`` job: `trainer.train_and_evaluate` of this task, its backbone started
-  from ``model.pretrained_backbone`` when set."""
-  return trainer.train_and_evaluate(config, workdir, task=sys.modules[__name__],
-                                    weights=pretrained_weights)
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
+def check(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad field of a ``segment`` config."""
   at_least('seed', config.seed, 0)
   d, m, t = config.data, config.model, config.train
@@ -204,7 +199,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     at_least(f'train.{field}', t[field], 1)
   for field in ('eval_every', 'checkpoint_every'):
     at_least(f'train.{field}', t[field], 0)
-  validate.step_list('train.eval_at', t.eval_at)
-  validate.step_list('train.keep_at', t.keep_at)
+  step_list('train.eval_at', t.eval_at)
+  step_list('train.keep_at', t.keep_at)
   at_least('eval.batch_size', config.eval.batch_size, 1)
   at_least('eval.num_examples', config.eval.num_examples, 0)
+
+
+TASK = Task(job='segment', metric='test_miou', check=check, description=description,
+            load_data=load_data, num_classes=num_classes, create_model=create_model,
+            input_shape=input_shape, train_step=train_step, eval_step=eval_step,
+            eval_batches=eval_batches, summarize=summarize, results=results,
+            write_figures=write_figures, weights=pretrained_weights)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The ``segment`` job: `trainer.train_and_evaluate` of this task, its backbone started
+  from ``model.pretrained_backbone`` when set."""
+  return trainer.train_and_evaluate(config, workdir, TASK)

@@ -1,10 +1,9 @@
 """A trained run as the probes see it: its config, model, variables and data set, loaded once.
 
-`load_run` reads a ``train`` (classification) or ``segment`` workdir: config.json,
-the model rebuilt from it, the newest checkpoint's variables; `load_source` adds
+`load_run` reads a workdir of any task's job (`gpjax.tasks.registry`): config.json,
+the model rebuilt by that task, the newest checkpoint's variables; `load_source` adds
 the segmentation probes' other source, a PyTorch file. `provenance` is the
-record of where a probe's numbers come from, and `accumulate` sums a jitted
-evaluation over batches.
+record of where a probe's numbers come from.
 """
 
 import dataclasses
@@ -16,9 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gpjax import checkpoint, writers
+from gpjax.core import checkpoint, writers
 from gpjax.data import input_pipeline
-from gpjax.tasks import classification, segmentation
+from gpjax.errors import ConfigError
+from gpjax.interop import torch_import
+from gpjax.tasks.registry import TASKS
 
 Variables = dict[str, Any]
 
@@ -43,13 +44,28 @@ class RunInfo:
   data: input_pipeline.DatasetInfo | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A trained run (or a PyTorch file) loaded once: what every probe evaluates.
+
+  Attributes:
+    config: the run's config (config.json); None for a PyTorch file.
+    model: the model with local BatchNorm, in the compute dtype asked for.
+    variables: ``{'params', 'batch_stats'}``.
+    info: `RunInfo`.
+  """
+  config: ml_collections.ConfigDict | None
+  model: Any
+  variables: Variables
+  info: RunInfo
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run saved in ``workdir/config.json``."""
   return ml_collections.ConfigDict(writers.read_json(os.path.join(workdir, 'config.json')))
 
 
-def load_run(workdir: str, dtype: str | None = None, data_dir: str = '', step: int = 0
-             ) -> tuple[ml_collections.ConfigDict, Any, Variables, RunInfo]:
+def load_run(workdir: str, dtype: str | None = None, data_dir: str = '', step: int = 0) -> Run:
   """A ``train`` or ``segment`` workdir's config, model, variables and `RunInfo`.
 
   Args:
@@ -57,68 +73,61 @@ def load_run(workdir: str, dtype: str | None = None, data_dir: str = '', step: i
     dtype: compute dtype of the model returned (float32 or bfloat16); None = the run's own.
     data_dir: tfds data dir; '' = the one the run was trained with.
     step: the checkpoint's step; 0 = the newest.
-
-  Returns:
-    (config, model with local BatchNorm, ``{'params', 'batch_stats'}``, info).
   """
   config = read_config(workdir)
+  if config.job not in TASKS:
+    raise ConfigError(f'{workdir!r} holds a {config.job!r} run; a probe needs a trained run of '
+                      f'one of the jobs {tuple(TASKS)}.')
+  task = TASKS[config.job]
   raw = checkpoint.restore_raw(workdir, step or None)
   variables = {'params': raw['params'], 'batch_stats': raw['batch_stats']}
   data_dir = data_dir or config.data.data_dir or None
   if config.job == 'segment':
     num_classes = int(np.shape(raw['params']['classifier']['conv']['bias'])[0])
-    model = segmentation.create_model(config, num_classes, axis_name=None)
     data = None
   else:
     _, data = input_pipeline.load_source(config.data.name, 'train', data_dir=data_dir,
                                          image_size=config.data.image_size or None)
-    num_classes = classification.num_classes(config, data)
-    model = classification.create_model(config, num_classes, axis_name=None)
-  info = RunInfo(num_classes=num_classes, step=int(raw['step']), workdir=workdir,
-                 data_dir=data_dir, data=data)
+    num_classes = task.num_classes(config, data)
+  model = task.create_model(config, num_classes, axis_name=None)
   if dtype is not None:
     model = model.clone(dtype=jnp.dtype(dtype))
-  return config, model, variables, info
+  info = RunInfo(num_classes=num_classes, step=int(raw['step']), workdir=workdir,
+                 data_dir=data_dir, data=data)
+  return Run(config, model, variables, info)
 
 
-def load_source(source: ml_collections.ConfigDict, dtype: str = 'float32'
-                ) -> tuple[ml_collections.ConfigDict | None, Any, Variables, RunInfo]:
+def load_source(source: ml_collections.ConfigDict, dtype: str = 'float32') -> Run:
   """`load_run` of ``source.workdir`` at ``source.step``, or the model of a PyTorch file
   ``source.torch_checkpoint`` (VainF/torchvision DeepLabv3 layout; config None, no step)."""
   if not source.torch_checkpoint:
     return load_run(source.workdir, dtype, step=source.step)
-  from gpjax.interop import torch_import  # torch is needed only here.
   state = torch_import.load_state_dict(source.torch_checkpoint)
   model, variables = torch_import.import_deeplab(state, dtype=jnp.dtype(dtype))
   info = RunInfo(num_classes=model.num_classes, step=None, workdir='', data_dir=None, data=None)
-  return None, model, variables, info
+  return Run(None, model, variables, info)
 
 
-def provenance(config: ml_collections.ConfigDict, source: ml_collections.ConfigDict | None,
-               info: RunInfo | None) -> dict[str, Any]:
+def provenance(config: ml_collections.ConfigDict, run: Run | None) -> dict[str, Any]:
   """Where a probe's results come from, the keys its results.json carries.
 
   Args:
     config: the probe's own config.
-    source: the probed run's config; None for none (e.g. a PyTorch file).
-    info: the probed run's `RunInfo`; None to leave out the source's workdir,
-      step and test accuracy.
+    run: the probed run; None to leave it out.
 
   Returns:
-    ``config``, ``device_kind``, ``num_devices``, ``jax_version``; with a source
-    also ``source_config``; with info also ``source_workdir``,
-    ``checkpoint_step`` and ``source_test_accuracy`` (None without results.json).
+    ``config``, ``device_kind``, ``num_devices``, ``jax_version``; with a run of a
+    workdir also ``source_config``, ``source_workdir``, ``checkpoint_step`` and
+    ``source_<metric>`` (its task's metric in its results.json, None without one).
   """
   out = {}
-  if info is not None:
-    results = os.path.join(info.workdir, 'results.json')
-    out.update({'checkpoint_step': info.step,
-                'source_test_accuracy': (writers.read_json(results)['test_accuracy']
-                                         if os.path.isfile(results) else None),
-                'source_workdir': info.workdir})
-  if source is not None:
-    out['source_config'] = source.to_dict()
+  if run is not None and run.config is not None:
+    metric = TASKS[run.config.job].metric
+    results = os.path.join(run.info.workdir, 'results.json')
+    out.update({'checkpoint_step': run.info.step,
+                f'source_{metric}': (writers.read_json(results)[metric]
+                                     if os.path.isfile(results) else None),
+                'source_workdir': run.info.workdir, 'source_config': run.config.to_dict()})
   out.update({'config': config.to_dict(), 'device_kind': jax.devices()[0].device_kind,
               'num_devices': jax.device_count(), 'jax_version': jax.__version__})
   return out
-

@@ -1,7 +1,8 @@
 r"""The paper's findings from one command: runs a suite of studies and writes REPORT.md.
 
-  python -m gpjax.reproduce --suite=quick --workdir=runs/reproduce   # about 13 min, 2 CPU cores
-  python -m gpjax.reproduce --suite=paper --workdir=runs/paper --data_dir=~/tensorflow_datasets
+  python -m gpjax.main --config=configs/reproduce.py:quick --workdir=runs/reproduce
+  python -m gpjax.main --config=configs/reproduce.py:paper --workdir=runs/paper \
+      --config.data_dir=~/tensorflow_datasets
 
 A suite (configs/reproduce.py) is three studies, each the config of its own job:
 ``location`` (GAPNet vs PermuteNet over tasks and paddings, and permutation probes of
@@ -9,7 +10,7 @@ unpermuted networks at layers 1..5), ``augshift`` (lambda 0 vs AugShift, invaria
 measured) and ``segmentation`` (DeepLabv3, channel ranking, overall and region attacks).
 Each writes into ``workdir/<study>``; a study whose results.json exists is skipped and
 an unfinished one resumes run by run, so rerunning a killed suite continues it. Then
-`gpjax.claims` turns the numbers into one verdict per claim, and ``results.json``
+`gpjax.studies.claims` turns the numbers into one verdict per claim, and ``results.json``
 (numbers, versions, device, ``claims``), ``REPORT.md`` and ``summary.png`` are written.
 """
 
@@ -20,26 +21,29 @@ import math
 import os
 import platform
 import shlex
-import sys
 import time
 from typing import Any, Callable
 
 import ml_collections
 import tqdm
 
-from configs import reproduce as suites
-from gpjax import claims as claims_lib
-from gpjax import augshift_study, report, segment_study, study, writers
-from gpjax.validate import ConfigError
+from gpjax.core import writers
+from gpjax.data import input_pipeline, segmentation
+from gpjax.errors import ConfigError, DatasetNotPreparedError
+from gpjax.job import Job
+from gpjax.studies import augshift as augshift_study
+from gpjax.studies import claims as claims_lib
+from gpjax.studies import grid as study
+from gpjax.studies import location, report
+from gpjax.studies import segmentation as segment_study
 
+SUITES = ('micro', 'quick', 'standard', 'paper')  # configs/reproduce.py's variants.
 EXPERIMENTS = ('location', 'augshift', 'segmentation')
-# Study -> (runner(config, workdir, progress), validator, its runs, the config module it resizes).
+# Study -> (runner(config, workdir, progress), check, its runs).
 _STUDIES = {
-    'location': (study.run_study, study.validate_study, study.all_runs, suites.study),
-    'augshift': (augshift_study.run_study, augshift_study.validate_study, augshift_study.runs,
-                 suites.augshift_study),
-    'segmentation': (segment_study.run_study, segment_study.validate_study, segment_study.runs,
-                     suites.segmentation_study),
+    'location': (location.run_study, location.check, location.all_runs),
+    'augshift': (augshift_study.run_study, augshift_study.check, augshift_study.runs),
+    'segmentation': (segment_study.run_study, segment_study.check, segment_study.runs),
 }
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
              'tensorflow-datasets', 'gpjax')
@@ -47,9 +51,8 @@ _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the suite's own fields, what the verdicts read, and every study's config."""
-  if config.suite not in suites.SUITES:
-    raise ConfigError(f'config.suite={config.suite!r} is not allowed; choose one of '
-                      f'{suites.SUITES}.')
+  if config.suite not in SUITES:
+    raise ConfigError(f'config.suite={config.suite!r} is not allowed; choose one of {SUITES}.')
   study.parse_list('classification_data', config.classification_data)
   study.parse_list('segmentation_data', config.segmentation_data)
   for name in EXPERIMENTS:
@@ -76,7 +79,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def _first_prepared(field: str, names: list[str], load: Callable[[str], Any]) -> str:
   """The first data set of ``names`` that ``load`` opens."""
-  from gpjax.data.input_pipeline import DatasetNotPreparedError
   for name in names:
     try:
       load(name)
@@ -89,7 +91,6 @@ def _first_prepared(field: str, names: list[str], load: Callable[[str], Any]) ->
 
 def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of ``config`` whose studies read the first prepared data sets of the lists."""
-  from gpjax.data import input_pipeline, segmentation
   data_dir = config.data_dir or None
   def first(field, load):
     return _first_prepared(field, study.parse_list(field, config[field]), load)
@@ -118,14 +119,15 @@ def _flat(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def study_command(name: str, config: ml_collections.ConfigDict, suite: str, workdir: str) -> str:
-  """The gpjax.main command that runs study ``name`` exactly as the suite does."""
-  module = _STUDIES[name][3]
-  file = f'configs/{module.__name__.rpartition(".")[2]}.py'
-  size = 'gpu' if suite == 'paper' else 'cpu'
-  default = _flat(module.get_config(size).to_dict())
+def study_command(name: str, config: ml_collections.ConfigDict, suite: ml_collections.ConfigDict,
+                  workdir: str) -> str:
+  """The gpjax.main command that runs study ``name`` exactly as the suite does: its config
+  file (``suite.study_files``) with every field that differs from that file's defaults
+  (``suite.study_defaults``)."""
+  file = suite.study_files[name]
+  default = _flat(suite.study_defaults[name].to_dict())
   changed = {k: v for k, v in _flat(config.to_dict()).items() if default.get(k) != v}
-  return ' '.join([f'python -m gpjax.main --config={file}' + (':gpu' if size == 'gpu' else ''),
+  return ' '.join([f'python -m gpjax.main --config={file}',
                    f'--workdir={shlex.quote(os.path.join(workdir, name))}'] +
                   [f'--config.{k}={shlex.quote(str(v))}' for k, v in changed.items()])
 
@@ -239,8 +241,7 @@ def run_studies(config: ml_collections.ConfigDict, workdir: str
   return experiments, timing, None
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = None
-        ) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every study of the suite not finished yet, then judges the claims and writes
   results.json, REPORT.md and summary.png. Returns the results (or the preemption)."""
   import jax
@@ -263,8 +264,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
   versions, device = _environment()
   results = _finite({
       'suite': config.suite,
-      'command': command or (f'python -m gpjax.reproduce --suite={config.suite} '
-                             f'--workdir={shlex.quote(workdir)}'),
+      'command': (f'python -m gpjax.main --config=configs/reproduce.py:{config.suite} '
+                  f'--workdir={shlex.quote(workdir)}'),
       'wall_seconds': sum(timing.get(n, 0.0) for n in EXPERIMENTS),
       'timing_seconds': {n: timing.get(n, 0.0) for n in EXPERIMENTS},
       'versions': versions, 'device': device,
@@ -272,7 +273,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
                'segmentation': resolved.segmentation.base.data.name},
       'claims': claims,
       'claim_curves': claims_lib.over_steps(experiments, t),
-      'study_commands': {n: study_command(n, resolved[n], config.suite, workdir)
+      'study_commands': {n: study_command(n, resolved[n], config, workdir)
                          for n in EXPERIMENTS},
       'experiments': experiments, 'config': config.to_dict()})
   if lead:
@@ -284,37 +285,5 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
   return results
 
 
-def main(argv: list[str]) -> None:
-  from absl import flags
-  FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    sys.exit(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.suite not in suites.SUITES:
-    sys.exit(f'Bad flag: --suite={FLAGS.suite!r} is not a suite. Suites:\n' + '\n'.join(
-        f'  {s:<6} {suites.DESCRIPTIONS[s]}' for s in suites.SUITES))
-  config = suites.get_config(FLAGS.suite)
-  config.data_dir = FLAGS.data_dir
-  script = os.path.basename(sys.argv[0]) == 'gpjax-reproduce'
-  command = ('gpjax-reproduce ' if script else 'python -m gpjax.reproduce ') + shlex.join(
-      sys.argv[1:])
-  try:
-    run(config, FLAGS.workdir, command)
-  except ConfigError as e:
-    sys.exit(f'Bad config: {e}')
-  except FloatingPointError as e:  # A diverged run: the message names the step.
-    sys.exit(f'Stopped: {e}')
-
-
-def cli() -> None:
-  """Entry point of ``python -m gpjax.reproduce`` and the ``gpjax-reproduce`` script."""
-  from absl import app, flags, logging
-  flags.DEFINE_string('suite', None, f'Which suite: one of {", ".join(suites.SUITES)}.')
-  flags.DEFINE_string('workdir', None, 'Directory for the studies, REPORT.md and results.json.')
-  flags.DEFINE_string('data_dir', '', 'tfds data dir (CIFAR-10, Cityscapes); "" = the default.')
-  flags.mark_flags_as_required(['workdir'])
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  app.run(main)
-
-
-if __name__ == '__main__':
-  cli()
+JOBS = {'reproduce': Job(run, validate_config, "the paper's claims from the three studies: "
+                                               'REPORT.md with a verdict per claim')}

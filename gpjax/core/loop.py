@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from gpjax import checkpoint, writers
+from gpjax.core import checkpoint
+from gpjax.core import writers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,7 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
               evaluate: Callable[[int, Any], dict[str, Any]], metric: str, desc: str,
               split: Callable[[Any], Sequence[Any]],
               join: Callable[[Sequence[Any]], Any]) -> list[Outcome]:
-  """Trains R runs that share one schedule, stepped together (`gpjax.multirun`), each with its
+  """Trains R runs that share one schedule, stepped together (`gpjax.core.multirun`), each with its
   own workdir, checkpoints and metrics, as `run` would train it alone. One function, so that
   what happens at a step (preemption check, step, log, evaluation, checkpoint) reads in its
   order, top to bottom.

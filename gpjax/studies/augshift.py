@@ -1,5 +1,5 @@
 """The AugShift study (job ``augshift_study``, configs/augshift_study.py): the grid of
-`gpjax.study` with a sweep over ``study.sweep_field`` (``augshift.weight``), and the
+`gpjax.studies.grid` with a sweep over ``study.sweep_field`` (``augshift.weight``), and the
 invariance measures of `gpjax.probes.invariance` as the evaluator of every run (cached in
 ``runs/<name>/invariance``; at each checkpoint that ``train.keep_at`` keeps too, in
 ``invariance_step<S>``, for each cell's ``metric_curves``). Writes results.json, table.md,
@@ -13,8 +13,10 @@ from typing import Any
 
 import ml_collections
 
-from gpjax import study, study_figures
-from gpjax.probes import invariance
+from gpjax.job import Job
+from gpjax.probes import invariance, runner
+from gpjax.studies import figures as study_figures
+from gpjax.studies import grid as study
 from gpjax.tasks import classification
 
 # Per-run scalars the study summarises over seeds (from each run's invariance results).
@@ -44,10 +46,10 @@ def standard_runs(config: ml_collections.ConfigDict) -> study.Runs:
   return out
 
 
-def validate_study(config: ml_collections.ConfigDict) -> None:
+def check(config: ml_collections.ConfigDict) -> None:
   """The grid with its sweep, and the evaluator's fields (its source is set per run)."""
   study.validate_runs(config, runs(config))
-  invariance._check_fields(config.evaluator.invariance, 'evaluator.invariance')
+  invariance.check_fields(config.evaluator.invariance, 'evaluator.invariance')
 
 
 def measure(config: ml_collections.ConfigDict, name: str, run: ml_collections.ConfigDict,
@@ -61,7 +63,7 @@ def measure(config: ml_collections.ConfigDict, name: str, run: ml_collections.Co
     probe.invariance.source_workdir = run_dir
     probe.invariance.source_step = step
     print(f'invariance of {name}' + (f' at step {step}' if step else ''), flush=True)
-    return invariance.run(probe, out)
+    return runner.run_probe(invariance.PROBE, probe, out)
 
   measured = study.at_kept_steps(run, run_dir, os.path.join(run_dir, 'invariance'), compute)
   return dict(measured[-1][1], curve=[dict(step=s, **{m: r[m] for m in METRICS})
@@ -71,12 +73,12 @@ def measure(config: ml_collections.ConfigDict, name: str, run: ml_collections.Co
 def run_study(config: ml_collections.ConfigDict, workdir: str,
               progress: study.Progress | None = None) -> dict[str, Any]:
   """Trains and measures every run not finished yet; writes the study's files."""
-  validate_study(config)
+  check(config)
   grid, standard, (field, _) = study.run_configs(config, sweep(config)), standard_runs(config), \
       sweep(config)
   outcome = study.run_grid(grid + standard, workdir, classification.train_and_evaluate,
                            {'invariance': functools.partial(measure, config)}, progress,
-                           study.cell_trainer(config, classification))
+                           study.cell_trainer(config, classification.TASK))
   if outcome.preempted is not None:
     return outcome.preempted
   measured = outcome.evaluations['invariance']
@@ -100,3 +102,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
       'accuracy_vs_shift.png': functools.partial(study_figures.save_shift_curves,
                                                  curves=curves, field=field)})
   return summary
+
+
+JOBS = {'augshift_study': Job(run_study, check, "AugShift's lambdas against its lambda-0 "
+                                                'ablation and standard training')}

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from gpjax.errors import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -51,7 +53,6 @@ def shard_step(fn, mesh: jax.sharding.Mesh, *, outputs: int = 1, donate: bool = 
 
 def check_divisible(field: str, size: int, divisor: int, what: str) -> None:
   if size % divisor:
-    from gpjax.validate import ConfigError
     raise ConfigError(f'{field}={size} must be divisible by the number of {what} ({divisor}).')
 
 

@@ -1,16 +1,9 @@
 """The training core every task shares: state, optimiser, schedule and the job that trains,
 evaluates and writes ``results.json``.
 
-A task (`gpjax.tasks.classification`, `gpjax.tasks.segmentation`) is a module
-providing only what differs: ``METRIC`` (the evaluation key the best checkpoint
-is kept by), ``description(config)``, ``load_data(config) -> (train, test,
-info)``, ``num_classes(config, info)``, ``create_model(config, num_classes)``,
-``input_shape(config, info)``, ``train_step``/``eval_step`` (per device, under
-``shard_map`` over the ``data`` axis), ``eval_batches(source, config)``,
-``summarize(totals, info)``, ``results(config, final, best, info)`` and
-``write_figures(config, workdir, final)``; `train_and_evaluate` may also be given
-``weights(config, model)``, variables that replace the initialised ones (a
-pretrained backbone). Batches are pure functions of
+A task (`gpjax.core.task.Task`: `gpjax.tasks.classification`,
+`gpjax.tasks.segmentation`) gives only what differs: data, model, steps, summaries.
+Batches are pure functions of
 (seed, step) (`gpjax.data.batching`); losses and BatchNorm statistics are
 averaged over the axis, so a run computes the same numbers on 1 or N devices
 and hosts (up to float rounding).
@@ -22,7 +15,6 @@ import dataclasses
 import functools
 import math
 import os
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import flax
@@ -33,7 +25,10 @@ import optax
 from flax import linen as nn
 from flax import traverse_util
 
-from gpjax import loop, parallel, writers
+from gpjax.core import loop
+from gpjax.core import parallel
+from gpjax.core import writers
+from gpjax.core.task import Task
 from gpjax.data import batching
 
 
@@ -163,7 +158,7 @@ def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[st
 class Setup:
   """What every run of one config shares but its seed: the data, the model, the optimiser
   and the compiled per-device steps (`prepare`)."""
-  task: ModuleType
+  task: Task
   mesh: jax.sharding.Mesh
   train_src: Any
   test_src: Any
@@ -176,7 +171,7 @@ class Setup:
   p_eval_step: Callable  # jit(shard_map(task.eval_step)).
 
 
-def prepare(config: ml_collections.ConfigDict, task: ModuleType) -> Setup:
+def prepare(config: ml_collections.ConfigDict, task: Task) -> Setup:
   """Checks the batch sizes against the devices, loads the data, builds the model, the
   optimiser, the schedule and the steps of ``config`` (its seed aside)."""
   mesh, t = parallel.make_mesh(), config.train
@@ -198,10 +193,10 @@ def prepare(config: ml_collections.ConfigDict, task: ModuleType) -> Setup:
           functools.partial(task.eval_step, model=model, config=config, info=info), mesh))
 
 
-def initial_state(setup: Setup, config: ml_collections.ConfigDict,
-                  weights: Callable[[ml_collections.ConfigDict, nn.Module], Any] | None = None
-                  ) -> TrainState:
-  """The fresh state of the run ``config`` (its ``seed``), replicated over the mesh."""
+def initial_state(setup: Setup, config: ml_collections.ConfigDict) -> TrainState:
+  """The fresh state of the run ``config`` (its ``seed``), replicated over the mesh; the
+  task's ``weights``, if any, replace the initialised variables (`replace_variables`)."""
+  weights = setup.task.weights
   return init_state(config.seed, setup.model, setup.tx,
                     setup.task.input_shape(config, setup.info), setup.mesh,
                     weights=weights(config, setup.model) if weights is not None else None)
@@ -247,22 +242,19 @@ def finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: ModuleType,
-                       weights: Callable[[ml_collections.ConfigDict, nn.Module], Any] | None = None
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task
                        ) -> dict[str, Any]:
   """Trains ``task`` in ``workdir`` (resuming from its newest checkpoint), evaluates it,
   and returns the contents of ``results.json`` (or ``{'preempted_at_step': s}``).
-  ``weights(config, model)``, if given, returns variables that replace the initialised ones
-  of a fresh run (see `replace_variables`), or None to keep them. (Several seeds of one
-  config in one program: `gpjax.multirun`.)"""
+  (Several seeds of one config in one program: `gpjax.core.multirun`.)"""
   os.makedirs(workdir, exist_ok=True)
   setup = prepare(config, task)
-  # The checkpoint manager keeps the best by ``task.METRIC``.
+  # The checkpoint manager keeps the best by ``task.metric``.
   out = loop.run(
-      workdir, initial_state(setup, config, weights), schedule=setup.schedule,
+      workdir, initial_state(setup, config), schedule=setup.schedule,
       config=config.to_dict(),
       step_fn=lambda state, batch: setup.p_train_step(state,
                                                       parallel.to_global(setup.mesh, batch)),
       batches=host_batches(setup, config), evaluate=lambda state: run_eval(setup, config, state),
-      metric=task.METRIC, desc=task.description(config))
+      metric=task.metric, desc=task.description(config))
   return finish(setup, config, workdir, out)

@@ -1,5 +1,4 @@
-"""The study runner: a grid of training runs, evaluators on each run, summaries over seeds;
-and the location study (job ``study``, configs/study.py) built on it.
+"""The study runner: a grid of training runs, evaluators on each run, summaries over seeds.
 
 A grid is a list of ``(name, training config)``, cell-major and seed-minor (`grid`);
 `run_configs` builds the classification grid task x head x padding x grid (x sweep) x
@@ -8,9 +7,8 @@ whose ``results.json`` exists is not rerun and an interrupted one resumes from i
 checkpoint, so a killed study continues where it stopped when its command is rerun. Then
 every evaluator ``(name, run_config, run_dir) -> dict`` is called on the run; evaluators
 cache their own outputs (`cached_or`). `summarize` gives mean ± std over seeds per cell.
-
-The location study (GAPNet vs PermuteNet over paddings) adds one evaluator: permutation
-probes of the unpermuted runs at ``study.probe_layers``.
+Each study (`gpjax.studies.location`, `augshift`, `segmentation`) is a grid and its
+evaluators on this runner.
 """
 
 import copy
@@ -25,10 +23,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import checkpoint, claims, multirun, study_figures, trainer, writers
-from gpjax.probes import permutation
+from gpjax.core import checkpoint, multirun, trainer, writers
+from gpjax.core.task import Task
+from gpjax.errors import ConfigError
 from gpjax.tasks import classification
-from gpjax.validate import ConfigError, validate
 
 AXES = ('task', 'head', 'padding', 'grid')
 Runs = list[tuple[str, ml_collections.ConfigDict]]  # (run name, its training config).
@@ -119,32 +117,14 @@ def run_configs(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -
   return grid(config.base, cells, s.seeds)
 
 
-def layer_configs(config: ml_collections.ConfigDict) -> Runs:
-  """The paper's layer protocol: PermuteNets trained AND tested with the orderings at
-  ``model.permute_layer`` = each of ``study.layer_protocol`` (zero padding, every task and
-  grid), named ``<task>_permutenet_zero_g<g>_layer<l>_s<seed>``; the layer of the base
-  config is the grid's own PermuteNet cell (`run_configs`), which keeps its name and run."""
-  s = config.study
-  if not s.layer_protocol:
-    return []
-  cells = []
-  for task, g, layer in itertools.product(
-      parse_list('study.tasks', s.tasks), parse_list('study.grids', s.grids, int),
-      parse_list('study.layer_protocol', s.layer_protocol, int)):
-    fields = {'task': task, 'model.head': 'permutenet', 'model.padding': 'zero', 'data.grid': g,
-              'model.permute_layer': layer}
-    tag = '' if layer == config.base.model.permute_layer else f'layer{layer}_'
-    cells.append((f'{task}_permutenet_zero_g{g}_{tag}s{{seed}}', fields))
-  return grid(config.base, cells, s.seeds)
-
-
 def check_train_seeds(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError unless ``study.train_seeds`` is a mode of `gpjax.multirun`."""
+  """Raises ConfigError unless ``study.train_seeds`` is a mode of `gpjax.core.multirun`."""
   multirun.check_mode(config.study.train_seeds)
 
 
 def validate_runs(config: ml_collections.ConfigDict, runs: Runs,
-                  check: Callable[[ml_collections.ConfigDict], None] = validate) -> None:
+                  check: Callable[[ml_collections.ConfigDict], None] = classification.check
+                  ) -> None:
   """Checks ``study.seeds`` and every run's training config with ``check`` before any work."""
   if config.study.seeds < 1:
     raise ConfigError(f'config.study.seeds={config.study.seeds!r} must be >= 1.')
@@ -170,7 +150,7 @@ def run_grid(runs: Runs, workdir: str, train_fn: Train,
   """Trains every run of ``runs`` not finished yet in ``workdir/runs/<name>`` and calls each
   evaluator on it; stops at a preempted run. ``progress(name, i, n)`` before each run.
   With ``train_cell``, the unfinished runs of a cell (consecutive runs equal but for their
-  seeds) are trained together by it (`gpjax.multirun.train_group`), else one by one with
+  seeds) are trained together by it (`gpjax.core.multirun.train_group`), else one by one with
   ``train_fn``."""
   evaluators = evaluators or {}
   outcome = Outcome({}, {e: {} for e in evaluators})
@@ -211,14 +191,13 @@ def _cells(runs: Runs) -> list[list[int]]:
   return cells
 
 
-def cell_trainer(config: ml_collections.ConfigDict, task: Any,
-                 weights: Any = None) -> TrainCell | None:
-  """`run_grid`'s ``train_cell`` for ``task``: `gpjax.multirun.train_group` in the mode of
+def cell_trainer(config: ml_collections.ConfigDict, task: Task) -> TrainCell | None:
+  """`run_grid`'s ``train_cell`` for ``task``: `gpjax.core.multirun.train_group` in the mode of
   ``study.train_seeds``; None (one run at a time) when that mode is 'sequential'."""
   mode = multirun.resolve(config.study.train_seeds)
   if mode == 'sequential':
     return None
-  return functools.partial(multirun.train_group, task=task, mode=mode, weights=weights)
+  return functools.partial(multirun.train_group, task=task, mode=mode)
 
 
 def cached(path: str) -> dict[str, Any] | None:
@@ -362,157 +341,3 @@ def metric_table(summary: dict[str, Any]) -> str:
   lines.append(f'Mean ± std over seeds (n={len(c["accuracies"])} per row); accuracies as '
                'fractions. The evaluator defines the metrics.')
   return '\n'.join(lines) + '\n'
-
-
-# The location study: python -m gpjax.main --config=configs/study.py --workdir=OUT
-
-
-def validate_study(config: ml_collections.ConfigDict) -> None:
-  """Checks the grid axes and every run's training config before any work."""
-  validate_runs(config, all_runs(config))
-
-
-def all_runs(config: ml_collections.ConfigDict) -> Runs:
-  """`run_configs` then the layer protocol's runs that the grid lacks."""
-  runs = run_configs(config)
-  names = {name for name, _ in runs}
-  return runs + [(n, r) for n, r in layer_configs(config) if n not in names]
-
-
-def probe_layers(config: ml_collections.ConfigDict, name: str, run: ml_collections.ConfigDict,
-                 run_dir: str) -> dict[int, dict[str, Any]]:
-  """Evaluator: layer -> the permutation probe of ``run`` there (``run_dir/probe_layer<L>``),
-  for runs whose head and padding are in ``study.probe_heads`` / ``probe_paddings``."""
-  s = config.study
-  if (run.model.head not in parse_list('study.probe_heads', s.probe_heads) or
-      run.model.padding not in parse_list('study.probe_paddings', s.probe_paddings)):
-    return {}
-  out = {}
-  for layer in parse_list('study.probe_layers', s.probe_layers, int):
-    probe = copy.deepcopy(config.probe)
-    probe.probe.source_workdir = run_dir
-    probe.probe.layer = layer
-    out_dir = os.path.join(run_dir, f'probe_layer{layer}')
-    out[layer] = cached_or(out_dir, functools.partial(permutation.run, probe, out_dir))
-  return out
-
-
-def probe_rows(runs: Runs, probes: Mapping[str, dict[int, dict[str, Any]]]
-               ) -> list[dict[str, Any]]:
-  """One row per (task, head, padding, grid, layer) of the probed runs: accuracy
-  unpermuted and under random orderings, each averaged over seeds."""
-  groups: dict[tuple, list[dict[str, Any]]] = {}
-  for name, run in runs:
-    for layer, result in probes[name].items():
-      key = (run.task, run.model.head, run.model.padding, run.data.grid, layer)
-      groups.setdefault(key, []).append(result)
-  rows = []
-  for key, results in groups.items():
-    identity = [r['accuracy_identity'] for r in results]
-    permuted = [r['summary']['mean'] for r in results]
-    rows.append(dict(zip(AXES + ('layer',), key), identity_mean=float(np.mean(identity)),
-                     permuted_mean=float(np.mean(permuted)), permuted_std=float(np.std(permuted)),
-                     retained=float(np.mean(permuted) / max(np.mean(identity), 1e-9)),
-                     chance=results[0]['chance'], seeds=len(results)))
-  return rows
-
-
-def probe_table(rows: list[dict[str, Any]]) -> str:
-  """Rows: layer; per task: unpermuted accuracy, accuracy under random orderings."""
-  lines = ['| task | head | padding | g | layer | unpermuted | random orderings | retained |',
-           '|---|---|---|---|---|---|---|---|']
-  for r in rows:
-    lines.append(f'| {r["task"]} | {r["head"]} | {r["padding"]} | {r["grid"]} | {r["layer"]} | '
-                 f'{100 * r["identity_mean"]:.1f} | {100 * r["permuted_mean"]:.1f} ± '
-                 f'{100 * r["permuted_std"]:.1f} | {100 * r["retained"]:.0f}% |')
-  lines.append('')
-  lines.append('Our probe (not in the paper): test accuracy in % of networks trained without '
-               'permutation, evaluated with '
-               'random channel orderings at the input of stage 1..4 or of the Dense head (5); '
-               'mean over seeds of the mean over orderings (± std over seeds). Retained = '
-               'random / unpermuted.')
-  return '\n'.join(lines) + '\n'
-
-
-def layer_rows(runs: Runs,
-               results: Mapping[str, dict[str, Any]],
-               summary: dict[str, Any]) -> list[dict[str, Any]]:
-  """One row per (task, grid, layer) of `layer_configs`: the PermuteNet's test accuracy (the
-  mean over its test orderings) over seeds, its identity-ordering accuracy, and the share of
-  the zero-padding GAPNet's above-chance accuracy it keeps (`claims.retention`; None
-  without that cell or when the GAPNet is near chance)."""
-  gapnet = {(c['task'], c['grid']): c for c in summary['cells']
-            if c['head'] == 'gapnet' and c['padding'] == 'zero'}
-  groups: dict[tuple, list[str]] = {}
-  for name, run in runs:
-    groups.setdefault((run.task, run.data.grid, run.model.permute_layer), []).append(name)
-  rows = []
-  for (task, g, layer), names in groups.items():
-    accs = [results[n]['test_accuracy'] for n in names]
-    num_classes = g * g if task == 'location' else results[names[0]]['num_classes']
-    chance, ref = 1.0 / num_classes, gapnet.get((task, g))
-    mean = float(np.mean(accs))
-    rows.append({'task': task, 'grid': g, 'layer': layer, 'accuracies': accs, 'mean': mean,
-                 'std': float(np.std(accs)), 'chance': chance,
-                 'identity_mean': float(np.mean([results[n]['test_accuracy_identity']
-                                                 for n in names])),
-                 'gapnet_mean': None if ref is None else ref['mean'],
-                 'kept': None if ref is None else _number(
-                     claims.retention(mean, ref['mean'], chance))})
-  return rows
-
-
-def _number(x: float) -> float | None:
-  return None if math.isnan(x) else float(x)
-
-
-def layer_table(rows: list[dict[str, Any]]) -> str:
-  """Rows: task, grid, layer; PermuteNet accuracy, identity ordering, share kept."""
-  lines = ['| task | g | layer | PermuteNet | identity ordering | GAPNet | kept |',
-           '|---|---|---|---|---|---|---|']
-  for r in rows:
-    kept = ('' if r['gapnet_mean'] is None else 'n/a' if r['kept'] is None else
-            f'{100 * r["kept"]:.0f}%')
-    gap = '' if r['gapnet_mean'] is None else f'{100 * r["gapnet_mean"]:.1f}'
-    lines.append(f'| {r["task"]} | {r["grid"]} | {r["layer"]} | {100 * r["mean"]:.1f} ± '
-                 f'{100 * r["std"]:.1f} (n={len(r["accuracies"])}) | '
-                 f'{100 * r["identity_mean"]:.1f} | {gap} | {kept} |')
-  lines.append('')
-  lines.append("The paper's protocol (the official code's layer experiment): PermuteNets "
-               'trained and tested with a random channel ordering at the input of stage 1..4 '
-               'or of the Dense head (5), zero padding. Test accuracy in %: the mean over the '
-               'test orderings (`eval.orderings`), mean ± std over seeds; identity ordering '
-               'beside it; kept = (PermuteNet - chance) / (GAPNet - chance), GAPNet with zero '
-               'padding on the same task (n/a: GAPNet less than 10 points above chance).')
-  return '\n'.join(lines) + '\n'
-
-
-def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: Progress | None = None) -> dict[str, Any]:
-  """The location study: trains the grid, probes the unpermuted runs, writes
-  ``results.json``, ``table.md`` and ``accuracy.png``; returns the summary."""
-  validate_study(config)
-  runs = run_configs(config)
-  evaluators = {}
-  if config.study.probe_heads:  # '' = no probes.
-    evaluators['probes'] = functools.partial(probe_layers, config)
-  outcome = run_grid(all_runs(config), workdir, classification.train_and_evaluate, evaluators,
-                     progress, cell_trainer(config, classification))
-  if outcome.preempted is not None:
-    return outcome.preempted
-  summary = summarize(runs, outcome.results)
-  table = markdown_table(summary)
-  figures = {'accuracy.png': functools.partial(study_figures.save_accuracy_figure,
-                                               summary=summary)}
-  layers = layer_rows(layer_configs(config), outcome.results, summary)
-  if layers:
-    summary['layer_protocol'] = layers
-    table += '\n' + layer_table(layers)
-    figures['layer_protocol.png'] = functools.partial(study_figures.save_layer_figure,
-                                                      rows=layers)
-  probes = probe_rows(runs, outcome.evaluations['probes']) if evaluators else []
-  if probes:
-    summary['probes'] = probes
-    table += '\n' + probe_table(probes)
-  write_outputs(workdir, summary, table, figures)
-  return summary

@@ -1,4 +1,4 @@
-"""The segmentation study (job ``segment_study``): the `gpjax.study` grid over seeds of
+"""The segmentation study (job ``segment_study``): the `gpjax.studies.grid` grid over seeds of
 DeepLabv3 training runs, with the channel ranking and attack as the evaluator of each run;
 then a table (mean ± std over seeds, with how the backbones started) and mean curves.
 
@@ -17,10 +17,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from gpjax import figures, metrics, study, writers
-from gpjax.probes import attack
+from gpjax.checks import at_least
+from gpjax.core import figures, metrics, writers
+from gpjax.errors import ConfigError
+from gpjax.job import Job
+from gpjax.probes import attack, ranking, runner
+from gpjax.studies import grid as study
 from gpjax.tasks import segmentation
-from gpjax.validate import ConfigError, at_least
 
 ROWS = (('clean', 'clean'), ('top-N overall', 'top_overall'), ('random N', 'random'),
         ('top-N left', 'top_left'), ('top-N right', 'top_right'))
@@ -31,16 +34,16 @@ def runs(config: ml_collections.ConfigDict) -> study.Runs:
   return study.grid(config.base, [('seed{seed}', {})], config.study.seeds)
 
 
-def validate_study(config: ml_collections.ConfigDict) -> None:
+def check(config: ml_collections.ConfigDict) -> None:
   """Checks the study fields and the training config before any work."""
   at_least('study.seeds', config.study.seeds, 1)
   study.check_train_seeds(config)
-  counts = attack.parse_counts(config.attack.attack.counts)
+  counts = ranking.parse_counts(config.attack.attack.counts)
   if config.study.table_count not in counts:
     raise ConfigError(f'config.study.table_count={config.study.table_count} must be one of '
                       f'config.attack.attack.counts ({config.attack.attack.counts}).')
   try:
-    segmentation.validate_config(config.base)
+    segmentation.check(config.base)
   except ConfigError as e:
     raise ConfigError(f'config.base: {e}') from None
 
@@ -95,7 +98,7 @@ def attack_run(config: ml_collections.ConfigDict, workdir: str, name: str,
     probe = copy.deepcopy(config.attack)
     probe.source.workdir, probe.source.step = run_dir, step
     print(f'[{name}] ranking and attack' + (f' at step {step}' if step else ''), flush=True)
-    return attack.run(probe, out)
+    return runner.run_probe(attack.PROBE, probe, out)
 
   measured = study.at_kept_steps(run, run_dir, os.path.join(workdir, 'attacks', name), compute)
   return {'steps': [s for s, _ in measured], 'results': [r for _, r in measured]}
@@ -113,12 +116,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
               progress: study.Progress | None = None) -> dict[str, Any]:
   """Trains and attacks every seed not finished yet; writes results.json, table.md and
   curves.png. ``progress(name, i, n)`` is called before each seed."""
-  validate_study(config)
+  check(config)
   grid = runs(config)
   outcome = study.run_grid(grid, workdir, segmentation.train_and_evaluate,
                            {'attack': functools.partial(attack_run, config, workdir)}, progress,
-                           study.cell_trainer(config, segmentation,
-                                              segmentation.pretrained_weights))
+                           study.cell_trainer(config, segmentation.TASK))
   if outcome.preempted is not None:
     return outcome.preempted
   evaluations = [outcome.evaluations['attack'][name] for name, _ in grid]
@@ -143,3 +145,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() == 0:
     print(markdown, flush=True)
   return results
+
+
+JOBS = {'segment_study': Job(run_study, check, 'DeepLabv3 runs over seeds, their position '
+                                               'channels ranked and attacked')}

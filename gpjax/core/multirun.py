@@ -21,7 +21,6 @@ which wins where).
 from __future__ import annotations
 
 import os
-from types import ModuleType
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -30,8 +29,11 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from gpjax import loop, parallel, trainer
-from gpjax.validate import ConfigError
+from gpjax.core import loop
+from gpjax.core import parallel
+from gpjax.core import trainer
+from gpjax.core.task import Task
+from gpjax.errors import ConfigError
 
 MODES = ('auto', 'sequential', 'unroll', 'vmap', 'map')
 
@@ -113,23 +115,20 @@ def group_step(train_step: Callable, mesh: jax.sharding.Mesh, mode: str, num: in
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
-                task: ModuleType, mode: str = 'auto',
-                weights: Callable[[ml_collections.ConfigDict, Any], Any] | None = None
-                ) -> list[dict[str, Any]]:
+                task: Task, mode: str = 'auto') -> list[dict[str, Any]]:
   """Trains the runs ``configs`` (equal but for their seeds) in ``workdirs``, resuming from
   the newest step all their checkpoints hold, and returns each run's results.json contents
-  (or ``{'preempted_at_step': s}``), as `trainer.train_and_evaluate` per run (with
-  ``weights``, see there) would."""
+  (or ``{'preempted_at_step': s}``), as `trainer.train_and_evaluate` per run would."""
   if len(configs) != len(workdirs):
     raise ValueError(f'{len(configs)} configs for {len(workdirs)} workdirs.')
   check_group(configs)
   mode = resolve(mode)
   if mode == 'sequential' or len(configs) == 1:
-    return [trainer.train_and_evaluate(c, w, task, weights) for c, w in zip(configs, workdirs)]
+    return [trainer.train_and_evaluate(c, w, task) for c, w in zip(configs, workdirs)]
   for w in workdirs:
     os.makedirs(w, exist_ok=True)
   num, setup = len(configs), trainer.prepare(configs[0], task)
-  states = [trainer.initial_state(setup, c, weights) for c in configs]
+  states = [trainer.initial_state(setup, c) for c in configs]
   step = group_step(setup.train_step, setup.mesh, mode, num)
   run_batches = [trainer.host_batches(setup, c) for c in configs]
 
@@ -148,7 +147,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
       step_fn=lambda state, batch: step(state, parallel.to_global(setup.mesh, batch,
                                                                  batch_axis(mode))),
       batches=batches, evaluate=lambda i, s: trainer.run_eval(setup, configs[i], s),
-      metric=task.METRIC, desc=f'{task.description(configs[0])} x{num} ({mode})',
+      metric=task.metric, desc=f'{task.description(configs[0])} x{num} ({mode})',
       split=lambda state: split_states(mode, state, num),
       join=lambda states: join_states(mode, states))
   return [trainer.finish(setup, c, w, out) for c, w, out in zip(configs, workdirs, outs)]

@@ -1,6 +1,6 @@
 """The figures of the studies and of the reproduction report: accuracy.png, layer_protocol.png
-and metrics.png (`gpjax.study`), accuracy_vs_shift.png (`gpjax.augshift_study`), summary.png and
-claim_curves.png (`gpjax.report`). Each reads a study's summary dict (its results.json), nothing else.
+and metrics.png (`gpjax.studies.grid`), accuracy_vs_shift.png (`gpjax.studies.augshift`), summary.png and
+claim_curves.png (`gpjax.studies.report`). Each reads a study's summary dict (its results.json), nothing else.
 """
 
 from typing import Any, Callable
@@ -10,7 +10,7 @@ matplotlib.use('Agg')  # Files only: no display is needed or opened.
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gpjax import claims as claims_lib
+from gpjax.studies import claims as claims_lib
 
 
 def _save(fig: Any, path: str) -> None:

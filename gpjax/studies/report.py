@@ -1,4 +1,4 @@
-"""REPORT.md and summary.png of a reproduction suite (``gpjax.reproduce``).
+"""REPORT.md and summary.png of a reproduction suite (``gpjax.studies.reproduce``).
 
 The report reads only the suite's ``results.json`` dict and the studies' own
 ``table.md`` files and figures, so every number in it is one that a command wrote.
@@ -7,8 +7,8 @@ The report reads only the suite's ``results.json`` dict and the studies' own
 import os
 from typing import Any
 
-from gpjax import claims as claims_lib
-from gpjax import study_figures
+from gpjax.studies import claims as claims_lib
+from gpjax.studies import figures as study_figures
 
 # Claim -> (study whose table and figures back it, its figures where the study wrote them).
 SECTIONS = {
