@@ -11,3 +11,8 @@ class ConfigError(ValueError):
 
 class DatasetNotPreparedError(FileNotFoundError):
   """A tfds set that this code cannot generate is missing from the data dir."""
+
+
+class WorkdirError(Exception):
+  """A workdir that this job cannot use (in use, of another run, not writable); the message
+  is one line saying what to do."""

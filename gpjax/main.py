@@ -1,12 +1,15 @@
 r"""Runs one experiment: ``python -m gpjax.main --config=configs/NAME.py --workdir=DIR``.
 
-Any config field can be overridden, e.g. ``--config.model.padding=reflect``.
-A run resumes from the newest checkpoint in DIR. For multi-host runs pass
-``--distributed`` (on Cloud TPU and SLURM ``jax.distributed`` finds its peers;
-elsewhere also give ``--coordinator_address``, ``--num_processes`` and
+Any config field can be overridden, e.g. ``--config.model.padding=reflect``; every field
+is documented by a comment in its config file. A workdir holds one run: rerunning the
+same config resumes it (only the step budget and the cadences, `gpjax.workdir.RESUMABLE`,
+may change), another config is refused unless ``--restart`` moves the old run aside.
+For multi-host runs pass ``--distributed`` (on Cloud TPU and SLURM ``jax.distributed``
+finds its peers; elsewhere also give ``--coordinator_address``, ``--num_processes`` and
 ``--process_id``).
 """
 
+import glob
 import os
 import re
 import sys
@@ -16,8 +19,21 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax.errors import ConfigError, DatasetNotPreparedError
+from gpjax import workdir as workdir_lib
+from gpjax.core import writers
+from gpjax.errors import ConfigError, DatasetNotPreparedError, WorkdirError
 from gpjax.registry import JOBS
+
+
+def _usage() -> str:
+  """--help: this docstring, the jobs a config's ``job`` field can name, and the configs."""
+  jobs = '\n'.join(f'  {name:<18} {job.summary}' for name, job in JOBS.items())
+  configs = ' '.join(sorted(glob.glob('configs/*.py'))) or '(none in this folder)'
+  return (f'{__doc__}\nJobs (a config\'s `job` field):\n{jobs}\n\nConfigs (fields documented '
+          f'in each file): {configs}\n')
+
+
+__doc__ = _usage()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -25,6 +41,8 @@ flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (mult
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
 flags.DEFINE_integer('process_id', None, 'This process (multi-host).')
+flags.DEFINE_bool('restart', False, 'Move the run already in --workdir aside to '
+                  'DIR.old-YYYYmmdd-HHMMSS (nothing is deleted) and start afresh.')
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -73,11 +91,25 @@ def main(argv: list[str]) -> None:
     job.check(FLAGS.config)
   except ConfigError as e:
     sys.exit(f'Bad config: {e}')
+  if not FLAGS.workdir:
+    sys.exit("Bad flag: --workdir='' names no directory; give one, e.g. --workdir=runs/NAME.")
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  index = jax.process_index()
   try:
-    job.run(FLAGS.config, FLAGS.workdir)
+    with workdir_lib.claim(FLAGS.workdir, FLAGS.config.to_dict(), restart=FLAGS.restart,
+                           process_index=index) as moved:
+      if moved:
+        print(f'The old run is now in {moved}.', flush=True)
+      if index == 0:
+        writers.write_json(os.path.join(FLAGS.workdir, 'config.json'), FLAGS.config.to_dict())
+      if FLAGS.distributed:  # Nobody reads the workdir before process 0 has claimed it.
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices('gpjax.main: workdir claimed')
+      job.run(FLAGS.config, FLAGS.workdir)
+  except WorkdirError as e:
+    sys.exit(f'Bad workdir: {e}')
   except ConfigError as e:  # Config checks that need the devices or the data set.
     sys.exit(f'Bad config: {e}')
   except DatasetNotPreparedError as e:  # The message says how to prepare the set.

@@ -4,7 +4,7 @@ A workdir's ``config.json`` (written by the job) names the run it holds. `check_
 refuses a config that differs from it in any field but the step budget and the cadences;
 `move_aside` keeps an old run under a fresh sibling name (``--restart``); `lock` lets one
 process use a workdir at a time. `claim` does all three in the order a job needs them.
-Standard library and numpy only: gpjax.main calls it before any work starts.
+Standard library and numpy only (and `gpjax.errors`): gpjax.main calls it before any work.
 """
 
 import contextlib
@@ -20,9 +20,12 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-# Config fields that may change when a run resumes, as dotted path suffixes: they also match
-# a training config nested in a study or suite (``location.base.train.steps``). Each maps to
-# why a change leaves the run the same run.
+from gpjax.errors import WorkdirError
+
+# Config fields of a training run that may change when it resumes (top-level fields only:
+# a study or suite keeps its finished runs, so a budget or cadence changed in its nested
+# training config, ``location.base.train.steps``, would mix runs of two configs). Each maps
+# to why a change leaves the run the same run.
 RESUMABLE = {
     # The step budget: a longer (or shorter) run of the same training, resumed from its
     # newest checkpoint. Only under a constant learning rate (see `_BUDGET`).
@@ -46,10 +49,6 @@ _BUDGET = ('train.steps', 'train.epochs')
 
 CONFIG_FILE = 'config.json'
 LOCK_FILE = '.lock'
-
-
-class WorkdirError(Exception):
-  """A workdir that this job cannot use; the message is one line saying what to do."""
 
 
 def _flat(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -87,13 +86,10 @@ def _same(a: Any, b: Any) -> bool:
 
 def _resumable(key: str, old: dict[str, Any], new: dict[str, Any],
                ignore: Mapping[str, str]) -> bool:
-  for suffix in ignore:
-    if key == suffix or key.endswith('.' + suffix):
-      if suffix not in _BUDGET:
-        return True
-      schedule = key[:-len(suffix)] + 'train.schedule'
-      return all(flat.get(schedule, 'constant') == 'constant' for flat in (old, new))
-  return False
+  if key not in ignore:
+    return False
+  return key not in _BUDGET or all(flat.get('train.schedule', 'constant') == 'constant'
+                                   for flat in (old, new))
 
 
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any],
@@ -120,8 +116,8 @@ def check_same_run(workdir: str, config: Mapping[str, Any]) -> None:
   """Raises WorkdirError when ``workdir/config.json`` holds a config that ``config`` differs
   from in a field not in RESUMABLE; a workdir without config.json holds no run yet."""
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
-    return
+  if not os.path.isfile(path) or not set(os.listdir(workdir)) - {CONFIG_FILE, LOCK_FILE}:
+    return  # No run yet, or one that stopped before it wrote anything but its config.
   try:
     with open(path) as f:
       old = json.load(f)

@@ -155,7 +155,7 @@ def test_config_defaults_disabled_and_errors():
   assert config.augshift.enabled and config.task == 'semantic'
   config.task = 'location'
   with pytest.raises(ConfigError, match=r"augshift.enabled=True with config.task='location'"):
-    main.JOBS[config.job][1](config)
+    main.JOBS[config.job].check(config)
   config = augshift_config.get_config()
   config.augshift.placement = 'cell'
   config.augshift.max_shift = 4
@@ -173,7 +173,7 @@ def test_config_defaults_disabled_and_errors():
 
 def test_study_config_grid():
   config = augshift_study.get_config()
-  main.JOBS[config.job][1](config)
+  main.JOBS[config.job].check(config)
   sweep = study.parse_sweep(config.base, config.study.sweep_field, config.study.sweep_values)
   runs = study.run_configs(config, sweep)
   assert [n for n, _ in runs][:4] == ['semantic_linear_zero_g3_weight0_s0',

@@ -175,8 +175,8 @@ def test_job_end_to_end(source_workdir, tmp_path):
   config.invariance.curve_points = 3
   config.invariance.num_images = 100
   config.invariance.readout_images = 300
-  main.JOBS[config.job][1](config)
-  results = main.JOBS[config.job][0](config, str(tmp_path))
+  main.JOBS[config.job].check(config)
+  results = main.JOBS[config.job].run(config, str(tmp_path))
   with open(tmp_path / 'results.json') as f:
     saved = json.load(f)
   assert os.path.isfile(tmp_path / 'invariance.png')
@@ -189,8 +189,8 @@ def test_job_end_to_end(source_workdir, tmp_path):
   assert saved['readout_chance'] == 0.25 and saved['chance'] == 0.1
   assert results['consistency'] == saved['consistency'] and saved['checkpoint_step'] == 7
   config.invariance.source_step = 2  # The other model: other numbers.
-  early = main.JOBS[config.job][0](config, str(tmp_path / 'step2'))
+  early = main.JOBS[config.job].run(config, str(tmp_path / 'step2'))
   assert early['checkpoint_step'] == 2 and early['latent_distance'] != saved['latent_distance']
   config.invariance.source_workdir = str(tmp_path / 'missing')
   with pytest.raises(ConfigError, match='holds no config.json'):
-    main.JOBS[config.job][1](config)
+    main.JOBS[config.job].check(config)

@@ -1,6 +1,7 @@
 """``python -m gpjax.main`` with a mistake exits non-zero with one clear line on
 stderr, naming the field, the value and what is allowed, and no traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,14 @@ CASES = {
     'segment_study_table_count': (['--config=configs/segmentation_study.py',
                                    '--config.study.table_count=7'], {},
                                   ['config.study.table_count=7', 'config.attack.attack.counts']),
+    # Workdirs (made by the fixture, `_make_workdir`): each refused before any work.
+    'workdir_of_another_run': (['--config=configs/micro.py'], {},
+                               ['Bad workdir:', 'holds a run with another config',
+                                'model.width: 8 -> 4', 'train.learning_rate: 0.05 -> 0.001',
+                                '--restart']),
+    'workdir_is_a_file': (['--config=configs/micro.py'], {}, ['Bad workdir:', 'is a file']),
+    'workdir_empty': (['--config=configs/micro.py', None, '--workdir='], {},
+                      ["--workdir=''", 'names no directory']),
 }
 
 # The three that printed a traceback: the exact line each must print now.
@@ -114,6 +123,19 @@ EXACT = {
 NOT_PREPARED = ['--config=configs/micro.py', '--config.data.name=cifar10']
 
 
+def _make_workdir(workdir):
+  """The workdirs of the 'workdir_*' cases."""
+  if workdir.name == 'workdir_of_another_run':  # A run of micro.py at width 8, lr 0.05.
+    from configs import micro
+    config = micro.get_config()
+    config.model.width, config.train.learning_rate = 8, 0.05
+    workdir.mkdir()
+    (workdir / 'config.json').write_text(json.dumps(config.to_dict()))
+    (workdir / 'metrics.jsonl').write_text('')
+  elif workdir.name == 'workdir_is_a_file':
+    workdir.write_text('')
+
+
 @pytest.fixture(scope='module')
 def outcomes(tmp_path_factory):
   """Runs every case at once (each is a Python start-up, ~3 s); {name: (code, out, err)}."""
@@ -124,6 +146,7 @@ def outcomes(tmp_path_factory):
   processes = {}
   for name, (args, extra_env, _) in cases.items():
     workdir = [] if None in args else [f'--workdir={root / name}']
+    _make_workdir(root / name)
     # A data dir that does not exist: every case must stop before reading data.
     argv = [sys.executable, '-m', 'gpjax.main', *[a for a in args if a], *workdir]
     if args[0].split('/')[-1].split(':')[0] in TRAINING_CONFIGS:
@@ -155,7 +178,7 @@ def _one_line(outcome):
 @pytest.mark.parametrize('name', list(CASES))
 def test_bad_command_line_gives_one_clear_line(outcomes, name):
   line = _one_line(outcomes[name])
-  assert line.startswith(('Bad flag: ', 'Bad config: ')), line
+  assert line.startswith(('Bad flag: ', 'Bad config: ', 'Bad workdir: ')), line
   for word in CASES[name][2]:
     assert word in line, (word, line)
 

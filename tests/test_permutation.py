@@ -216,7 +216,7 @@ def test_config_validation(tmp_path):
   _write_workdir(tmp_path / 'gapnet', 'gapnet')
   _write_workdir(tmp_path / 'linear', 'linear')
   os.makedirs(tmp_path / 'empty')
-  validate = main.JOBS['permutation_probe'][1]
+  validate = main.JOBS['permutation_probe'].check
   validate(_probe_config(tmp_path / 'linear'))
   validate(_probe_config(tmp_path / 'gapnet', layer=3))
   cases = [
@@ -253,8 +253,8 @@ def trained(tmp_path_factory):
 
 def test_job_end_to_end(trained, tmp_path):
   config = _probe_config(trained, layer=5, num_orderings=6, batch_size=700, image_chunk=256)
-  main.JOBS[config.job][1](config)
-  results = main.JOBS[config.job][0](config, str(tmp_path))
+  main.JOBS[config.job].check(config)
+  results = main.JOBS[config.job].run(config, str(tmp_path))
   with open(tmp_path / 'results.json') as f:
     saved = json.load(f)
   assert saved['accuracy_identity'] == results['accuracy_identity']

@@ -191,13 +191,6 @@ def test_bad_suite_configs_name_the_field():
     reproduce.validate_config(suites.get_config(name))
 
 
-def test_workdir_of_another_suite_is_refused(tmp_path):
-  reproduce._check_same_suite(suites.get_config('micro'), str(tmp_path))
-  reproduce._check_same_suite(suites.get_config('micro'), str(tmp_path))  # Same: fine.
-  with pytest.raises(ConfigError, match='holds a suite run with other settings'):
-    reproduce._check_same_suite(suites.get_config('quick'), str(tmp_path))
-
-
 def test_first_prepared_data_set():
   from gpjax.errors import DatasetNotPreparedError
 

@@ -30,9 +30,11 @@ def _config(**train):
 
 
 def _write(workdir, config):
+  """A run of ``config`` in ``workdir``: its config.json and the first file it writes."""
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config, f)
+  open(os.path.join(workdir, 'metrics.jsonl'), 'w').close()
 
 
 def test_config_changes_lists_every_other_leaf_exactly():
@@ -64,16 +66,30 @@ def test_step_budget_is_not_resumable_under_a_poly_schedule():
   assert wd.config_changes(constant, _config(schedule='constant', steps=60)) == []
 
 
-def test_nested_study_paths_match_resumable_suffixes():
+def test_nested_training_configs_are_not_resumable():
+  """A study keeps its finished runs: a budget changed in its nested training config would
+  mix runs of two budgets, so it is refused like any other field."""
   old = {'location': {'base': _config()}, 'study': {'seeds': 3}}
-  new = {'location': {'base': _config(steps=800, eval_at='25,50')}, 'study': {'seeds': 3}}
+  new = {'location': {'base': _config(steps=800)}, 'study': {'seeds': 3}}
   new['location']['base']['model']['width'] = 64
   new['study']['seeds'] = 2
   assert wd.config_changes(old, new) == ['location.base.model.width: 4 -> 64',
+                                         'location.base.train.steps: 30 -> 800',
                                          'study.seeds: 3 -> 2']
-  # A suffix matches whole field names only: 'pretrain.steps' is not 'train.steps'.
   assert wd.config_changes({'pretrain': {'steps': 1}}, {'pretrain': {'steps': 2}}) == [
       'pretrain.steps: 1 -> 2']
+
+
+def test_a_workdir_with_only_its_config_holds_no_run_yet(tmp_path):
+  """A job that stopped before writing anything (data not prepared) may start again with
+  another config."""
+  wider = _config()
+  wider['model']['width'] = 8
+  (tmp_path / 'config.json').write_text(json.dumps(_config()))
+  wd.check_same_run(str(tmp_path), wider)
+  (tmp_path / 'metrics.jsonl').write_text('')
+  with pytest.raises(wd.WorkdirError, match='model.width: 4 -> 8'):
+    wd.check_same_run(str(tmp_path), wider)
 
 
 def test_values_compare_as_config_json_holds_them():
@@ -115,6 +131,7 @@ def test_check_same_run_shows_ten_changes_then_a_count(tmp_path):
 
 
 def test_check_same_run_refuses_an_unreadable_config_json(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text('')
   for text in ('{"half": ', '[1, 2]'):
     (tmp_path / 'config.json').write_text(text)
     with pytest.raises(wd.WorkdirError, match=r'holds an unreadable config\.json .*--restart'):
@@ -254,7 +271,7 @@ def test_claim_checks_the_config_or_moves_the_old_run_aside(tmp_path):
   with wd.claim(workdir, new, restart=True) as old:
     moved = old
     assert re.fullmatch(re.escape(workdir) + r'\.old-\d{8}-\d{6}', moved)
-    assert sorted(os.listdir(moved)) == ['.lock', 'config.json']
+    assert sorted(os.listdir(moved)) == ['.lock', 'config.json', 'metrics.jsonl']
     assert os.listdir(workdir) == ['.lock']
     with pytest.raises(wd.WorkdirError, match='is in use by pid'):  # The new one is held.
       with wd.lock(workdir):

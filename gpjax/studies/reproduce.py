@@ -132,19 +132,6 @@ def study_command(name: str, config: ml_collections.ConfigDict, suite: ml_collec
                   [f'--config.{k}={shlex.quote(str(v))}' for k, v in changed.items()])
 
 
-def _check_same_suite(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses to mix two different suite configs in one workdir."""
-  path = os.path.join(workdir, 'suite_config.json')
-  if not os.path.exists(path):
-    writers.write_json(path, config.to_dict())
-    return
-  old, new = _flat(writers.read_json(path)), _flat(config.to_dict())
-  changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-  if changed:
-    raise ConfigError(f'{workdir} holds a suite run with other settings ({", ".join(changed[:3])}'
-                      f'{", ..." if len(changed) > 3 else ""} differ); use a new workdir.')
-
-
 def _units(config: ml_collections.ConfigDict) -> dict[str, int]:
   """Training runs of each study, for the progress bar."""
   return {name: len(_STUDIES[name][2](config[name])) for name in EXPERIMENTS}
@@ -251,8 +238,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if not jax.config.jax_compilation_cache_dir:  # Seeds and reruns reuse compiled programs.
     jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  if lead:
-    _check_same_suite(config, workdir)
   resolved = resolve_data(config)
   experiments, timing, preempted = run_studies(resolved, workdir)
   if preempted is not None:
