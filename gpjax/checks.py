@@ -3,7 +3,7 @@ its value and what is allowed."""
 
 from __future__ import annotations
 
-import os
+import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 from gpjax.errors import ConfigError
@@ -28,6 +28,12 @@ def at_least(field: str, value: Any, low: float, kind: type = int) -> None:
     article = 'an' if kind is int else 'a'
     raise ConfigError(f'config.{field}={value!r} is not allowed; it must be {article} '
                       f'{kind.__name__} >= {low}.')
+
+
+def positive(field: str, value: Any) -> None:
+  """Raises ConfigError unless ``config.<field>`` is a finite float > 0 (a learning rate)."""
+  if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
+    raise ConfigError(f'config.{field}={value!r} is not allowed; it must be a finite float > 0.')
 
 
 def below_one(field: str, value: Any) -> None:

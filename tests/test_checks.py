@@ -63,3 +63,42 @@ def test_training_configs_pass_and_one_bad_field_fails():
   config.train.b2 = 1.0
   with pytest.raises(ConfigError, match=r'config.train.b2=1.0 is not allowed'):
     classification.check(config)
+
+
+@pytest.mark.parametrize('value', [0.0, -1e-3, float('nan'), float('inf')])
+def test_a_learning_rate_must_be_finite_and_positive(value):
+  config = micro.get_config()
+  config.train.learning_rate = value
+  with pytest.raises(ConfigError) as e:
+    classification.check(config)
+  assert str(e.value) == (f'config.train.learning_rate={value!r} is not allowed; it must be a '
+                          'finite float > 0.')
+
+
+def test_sizes_the_task_and_the_backbone_need():
+  config = micro.get_config()
+  config.data.grid = 1
+  with pytest.raises(ConfigError, match=r"config.data.grid=1 with config.task='location'"):
+    classification.check(config)
+  config = micro.get_config()
+  config.data.image_size = 1  # A 2x2 canvas: ResNet's stem and 3 strided stages need 16x16.
+  with pytest.raises(ConfigError) as e:
+    classification.check(config)
+  assert str(e.value) == ('config.data.image_size=1: a 2x2 canvas (grid 2) is smaller than the '
+                          '16x16 that resnet18 downsamples to 1x1; give image_size >= 8.')
+  config.model.stem = 'imagenet'  # Its max-pool halves once more.
+  config.data.image_size = 8
+  with pytest.raises(ConfigError, match='the 32x32 that resnet18'):
+    classification.check(config)
+
+
+def test_no_more_test_orderings_than_the_channels_have():
+  config = micro.get_config()
+  config.model.head, config.model.permute_layer, config.model.width = 'permutenet', 1, 3
+  config.eval.orderings = 5  # 3! = 6 orderings: the identity and 5 others.
+  classification.check(config)
+  config.eval.orderings = 6
+  with pytest.raises(ConfigError) as e:
+    classification.check(config)
+  assert str(e.value) == ('config.eval.orderings=6: 3 channels at layer 1 have only 5 orderings '
+                          'besides the identity; give at most that many.')

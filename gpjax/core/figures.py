@@ -1,12 +1,22 @@
 """The figures of runs and probes, each a PNG written from the numbers in results.json."""
 
+import importlib
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use('Agg')  # Files only, no display: the same on a laptop and a headless host.
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
+
+class _Pyplot:
+  """matplotlib.pyplot, imported at first use (half a second that jobs without figures and
+  ``--help`` do not pay), with the file-only Agg backend: the same on a laptop and a
+  headless host."""
+
+  def __getattr__(self, name: str) -> Any:
+    importlib.import_module('matplotlib').use('Agg')
+    return getattr(importlib.import_module('matplotlib.pyplot'), name)
+
+
+plt = _Pyplot()
 
 
 def _save(fig: Any, path: str) -> None:

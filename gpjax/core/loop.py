@@ -108,28 +108,78 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
               evaluate: Callable[[int, Any], dict[str, Any]], metric: str, desc: str,
               split: Callable[[Any], Sequence[Any]],
               join: Callable[[Sequence[Any]], Any]) -> list[Outcome]:
-  """Trains R runs that share one schedule, stepped together (`gpjax.core.multirun`), each with its
-  own workdir, checkpoints and metrics, as `run` would train it alone. One function, so that
-  what happens at a step (preemption check, step, log, evaluation, checkpoint) reads in its
-  order, top to bottom.
+  """Trains R runs that share one schedule, stepped together (`gpjax.core.multirun`), each
+  with its own workdir, checkpoints and metrics, as `run` would train it alone.
 
   Args:
-    workdirs: the R runs' workdirs.
-    state: the group's state, e.g. a tuple of R states or one state stacked along a leading
-      run axis; ``split(state)`` gives the R states and ``join`` makes one from them.
+    workdirs, configs: the R runs' workdirs and configs (dicts, saved with checkpoints).
+    state: the group's state (R states in a tuple, or stacked on a leading run axis);
+      ``split(state)`` gives the R states, ``join`` makes one from them.
     schedule: shared by every run.
-    configs: each run's config as a dict (config.json, and saved with its checkpoints).
-    step_fn: (group state, group host batch) -> (group state, metrics: each a scalar
-      (R = 1) or (R,) array, 'loss' among them).
-    batches: (start step, number of steps) -> iterator of group host batches.
+    step_fn: (group state, group host batch) -> (group state, metrics: scalars (R = 1) or
+      (R,) arrays, 'loss' among them); ``batches(start, num_steps)`` yields the batches.
     evaluate: (run index, run state) -> test metrics, ``metric`` among them.
     metric, desc: as for `run`.
 
   Returns:
-    Each run's `Outcome`. Every run resumes from the newest step that all their checkpoints
-    hold (`checkpoint.restore_common`); a non-finite loss or parameters in any run stops all.
+    Each run's `Outcome`. Runs resume from the newest step all their checkpoints hold
+    (`checkpoint.restore_common`); a non-finite loss or parameters in any run stops all.
   """
-  s, num = schedule, len(workdirs)
+  s = schedule
+  managers, state, start, writers_, outs = _open(workdirs, state, s, configs, split, join,
+                                                 metric)
+  it, preemption, pending, timer = batches(start, s.total), _Preemption(), [], time.perf_counter()
+  names = [os.path.basename(os.path.normpath(w)) for w in workdirs] if configs[1:] else None
+  bar = tqdm.tqdm(total=s.total, initial=start, desc=desc, disable=jax.process_index() != 0,
+                  dynamic_ncols=True)
+
+  def save(step: int, states: Sequence[Any], evals: list | None) -> None:
+    for i, manager in enumerate(managers):
+      _check_finite(states[i], step, names and names[i])
+      checkpoint.save(manager, step, states[i], {'config': configs[i]},
+                      {checkpoint.METRIC: evals[i][metric]} if evals else None)
+
+  try:
+    for step in range(start + 1, s.total + 1):
+      if preemption.reached(step - 1):
+        _flush(pending, writers_, bar, timer, s.batch_size, names)
+        if any(step - 1 not in m.all_steps() for m in managers):  # Not just saved.
+          save(step - 1, split(state), None)
+        return _preempted(managers, outs, split(state), step - 1)
+      state, metrics = step_fn(state, next(it))
+      pending.append((step, metrics))
+      is_eval = step % s.eval_every == 0 or step == s.total or step in s.eval_at
+      is_ckpt = step % s.checkpoint_every == 0 or step == s.total or step in s.keep_at
+      if step % s.log_every == 0 or is_eval or is_ckpt:
+        timer = _flush(pending, writers_, bar, timer, s.batch_size, names)
+      if is_eval:
+        _evaluate_runs(outs, split(state), step, evaluate, writers_, bar, metric, names)
+      if is_ckpt:
+        save(step, split(state), [out.last_eval for out in outs] if is_eval else None)
+      if is_eval or is_ckpt:
+        timer = time.perf_counter()  # Throughput counts training steps only.
+  finally:
+    _close(bar, preemption, managers, writers_)
+  return _final(outs, split(state), evaluate, s.total)
+
+
+def _close(bar: Any, preemption: '_Preemption', managers: Sequence[Any],
+           writers_: Sequence[writers.MetricWriter]) -> None:
+  """Ends a loop however it stops: the bar, the SIGTERM handler, pending saves, the files."""
+  bar.close()
+  preemption.restore()
+  for manager in managers:
+    manager.wait_until_finished()
+    manager.close()
+  for writer in writers_:
+    writer.close()
+
+
+def _open(workdirs: Sequence[str], state: Any, s: Schedule, configs: Sequence[dict[str, Any]],
+          split: Callable[[Any], Sequence[Any]], join: Callable[[Sequence[Any]], Any],
+          metric: str) -> tuple[list[Any], Any, int, list[writers.MetricWriter], list[Outcome]]:
+  """The runs' checkpoint managers, the group state restored at the newest common step (or
+  as given), that step (0: fresh), the metric writers and the outcomes so far."""
   lead = jax.process_index() == 0
   managers = [checkpoint.make_manager(w, s.keep_checkpoints, s.keep_at) for w in workdirs]
   restored = checkpoint.restore_common(managers, split(state))
@@ -142,66 +192,46 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
     if lead:
       writers.write_json(os.path.join(workdir, 'config.json'), config)
     writers_.append(writers.MetricWriter(workdir, resume_step=start, enabled=lead))
-  it = batches(start, s.total)
-  preemption = _Preemption()
   outs = [Outcome(None, evals=[_scalars(r) for r in w.rows('test')]) for w in writers_]
   for out in outs:  # After a resume, the best so far counts the evaluations before it.
     out.best = dict(max(out.evals, key=lambda r: r[metric])) if out.evals else None
-  pending, metas = [], [{'config': c} for c in configs]
-  names = [os.path.basename(os.path.normpath(w)) for w in workdirs] if num > 1 else None
-  timer = time.perf_counter()
-  bar = tqdm.tqdm(total=s.total, initial=start, desc=desc, disable=not lead, dynamic_ncols=True)
+  return managers, state, start, writers_, outs
 
-  def save(step: int, states: Sequence[Any], evals: list | None) -> None:
-    for i, manager in enumerate(managers):
-      _check_finite(states[i], step, names and names[i])
-      checkpoint.save(manager, step, states[i], metas[i],
-                      {checkpoint.METRIC: evals[i][metric]} if evals else None)
 
-  try:
-    for step in range(start + 1, s.total + 1):
-      if preemption.reached(step - 1):
-        _flush(pending, writers_, bar, timer, s.batch_size, names)
-        if any(step - 1 not in m.all_steps() for m in managers):  # Not just saved.
-          save(step - 1, split(state), None)
-        for manager in managers:
-          manager.wait_until_finished()
-        print(f'SIGTERM: saved a checkpoint at step {step - 1}; exiting.', flush=True)
-        for out, run_state in zip(outs, split(state)):
-          out.state, out.preempted_at_step = run_state, step - 1
-        return outs
-      state, metrics = step_fn(state, next(it))
-      pending.append((step, metrics))
-      is_eval = step % s.eval_every == 0 or step == s.total or step in s.eval_at
-      is_ckpt = step % s.checkpoint_every == 0 or step == s.total or step in s.keep_at
-      if step % s.log_every == 0 or is_eval or is_ckpt:
-        timer = _flush(pending, writers_, bar, timer, s.batch_size, names)
-      if is_eval:
-        for i, (out, run_state) in enumerate(zip(outs, split(state))):
-          out.last_eval = dict(evaluate(i, run_state), step=step)
-          writers_[i].write(step, 'test', out.last_eval)
-          out.evals.append(_scalars(out.last_eval))
-          bar.write(f'step {step}: {names[i] + " " if names else ""}{metric} '
-                    f'{out.last_eval[metric]:.4f}')
-          if out.best is None or out.last_eval[metric] > out.best[metric]:
-            out.best = dict(out.last_eval)
-      if is_ckpt:
-        save(step, split(state), [out.last_eval for out in outs] if is_eval else None)
-      if is_eval or is_ckpt:
-        timer = time.perf_counter()  # Throughput counts training steps only.
-  finally:
-    bar.close()
-    preemption.restore()
-    for manager in managers:
-      manager.wait_until_finished()
-      manager.close()
-    for writer in writers_:
-      writer.close()
-  for i, (out, run_state) in enumerate(zip(outs, split(state))):
+def _evaluate_runs(outs: list[Outcome], states: Sequence[Any], step: int,
+                   evaluate: Callable[[int, Any], dict[str, Any]],
+                   writers_: Sequence[writers.MetricWriter], bar: Any, metric: str,
+                   names: Sequence[str] | None) -> None:
+  """Evaluates each run at ``step``: its row in metrics.jsonl, its curve, its best."""
+  for i, (out, run_state) in enumerate(zip(outs, states)):
+    out.last_eval = dict(evaluate(i, run_state), step=step)
+    writers_[i].write(step, 'test', out.last_eval)
+    out.evals.append(_scalars(out.last_eval))
+    bar.write(f'step {step}: {names[i] + " " if names else ""}{metric} '
+              f'{out.last_eval[metric]:.4f}')
+    if out.best is None or out.last_eval[metric] > out.best[metric]:
+      out.best = dict(out.last_eval)
+
+
+def _preempted(managers: Sequence[Any], outs: list[Outcome], states: Sequence[Any],
+               step: int) -> list[Outcome]:
+  """The outcomes of runs stopped by SIGTERM after ``step``, once its checkpoints are on disk."""
+  for manager in managers:
+    manager.wait_until_finished()
+  print(f'SIGTERM: saved a checkpoint at step {step}; exiting.', flush=True)
+  for out, run_state in zip(outs, states):
+    out.state, out.preempted_at_step = run_state, step
+  return outs
+
+
+def _final(outs: list[Outcome], states: Sequence[Any],
+           evaluate: Callable[[int, Any], dict[str, Any]], total: int) -> list[Outcome]:
+  """The outcomes of finished runs; a run resumed after its final step is evaluated now."""
+  for i, (out, run_state) in enumerate(zip(outs, states)):
     out.state = run_state
-    if out.last_eval is None:  # Resumed after the final step: evaluate the restored state.
-      out.last_eval = dict(evaluate(i, run_state), step=s.total)
-      if not out.evals or out.evals[-1]['step'] != s.total:
+    if out.last_eval is None:
+      out.last_eval = dict(evaluate(i, run_state), step=total)
+      if not out.evals or out.evals[-1]['step'] != total:
         out.evals.append(_scalars(out.last_eval))
     out.best = out.best or out.last_eval
   return outs

@@ -138,6 +138,38 @@ def _resized(photo: np.ndarray, h: int, w: int) -> np.ndarray:
                                                   Image.Resampling.BILINEAR), np.float32) / 255.0
 
 
+def _paint_objects(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, split: str,
+                   horizon: int, a: float, b: float) -> None:
+  """Pastes a scene's vehicles, persons and sign into ``image``/``label`` (in place), drawing
+  from ``rng`` after the background; the sidewalk runs from ``a`` W at the horizon to ``b``
+  W at the bottom."""
+  H, W = label.shape
+  ground_h = H - horizon
+  for _ in range(rng.integers(1, 3)):  # Vehicles: left half of the road, larger when nearer.
+    depth = rng.uniform(0.25, 1.0)
+    h = max(4, int(ground_h * 0.55 * depth))
+    w = int(h * rng.uniform(1.6, 2.0))
+    bottom = horizon + int(depth * ground_h)
+    left = int(W * rng.uniform(0.0, 0.5)) - w // 2
+    _paste(image, label, _resized(_object_photo('car', split), h, w), bottom - h, left, VEHICLE)
+  for _ in range(rng.integers(0, 3)):  # Persons: on the sidewalk.
+    depth = rng.uniform(0.3, 1.0)
+    h = max(6, int(H * 0.45 * depth))
+    w = max(3, int(h * 0.5))
+    bottom = horizon + int(depth * ground_h)
+    centre = int(W * (a + (b - a) * depth)) + int(rng.uniform(0.02, 0.12) * W)
+    _paste(image, label, _resized(_object_photo('person', split), h, w), bottom - h,
+           min(centre, W - w // 2) - w // 2, PERSON)
+  if rng.random() < 0.7:  # A sign over the vegetation.
+    digits = _digits(split)
+    glyph = digits[rng.integers(len(digits))].astype(np.float32) / 255.0
+    s = max(6, int(H * rng.uniform(0.12, 0.2)))
+    glyph = _resized((glyph * 255).astype(np.uint8), s, s)
+    plate = np.array([0.95, 0.8, 0.1], np.float32) * (1.0 - 0.9 * glyph[..., None])
+    _paste(image, label, plate, int(H * rng.uniform(0.3, 0.45)) - s // 2,
+           int(W * rng.uniform(0.62, 0.92)) - s // 2, SIGN)
+
+
 def scene(split: str, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
   """Example ``index`` of ``split`` (one function: the layers are painted back to front, sky to
   sign, from one random stream whose draw order fixes every scene).
@@ -180,30 +212,7 @@ def scene(split: str, index: int, height: int, width: int) -> tuple[np.ndarray, 
     image = np.where(mask[..., None], fill, image)
     label[mask] = cls
 
-  ground_h = H - horizon
-  for _ in range(rng.integers(1, 3)):  # Vehicles: left half of the road, larger when nearer.
-    depth = rng.uniform(0.25, 1.0)
-    h = max(4, int(ground_h * 0.55 * depth))
-    w = int(h * rng.uniform(1.6, 2.0))
-    bottom = horizon + int(depth * ground_h)
-    left = int(W * rng.uniform(0.0, 0.5)) - w // 2
-    _paste(image, label, _resized(_object_photo('car', split), h, w), bottom - h, left, VEHICLE)
-  for _ in range(rng.integers(0, 3)):  # Persons: on the sidewalk.
-    depth = rng.uniform(0.3, 1.0)
-    h = max(6, int(H * 0.45 * depth))
-    w = max(3, int(h * 0.5))
-    bottom = horizon + int(depth * ground_h)
-    centre = int(W * (a + (b - a) * depth)) + int(rng.uniform(0.02, 0.12) * W)
-    _paste(image, label, _resized(_object_photo('person', split), h, w), bottom - h,
-           min(centre, W - w // 2) - w // 2, PERSON)
-  if rng.random() < 0.7:  # A sign over the vegetation.
-    digits = _digits(split)
-    glyph = digits[rng.integers(len(digits))].astype(np.float32) / 255.0
-    s = max(6, int(H * rng.uniform(0.12, 0.2)))
-    glyph = _resized((glyph * 255).astype(np.uint8), s, s)
-    plate = np.array([0.95, 0.8, 0.1], np.float32) * (1.0 - 0.9 * glyph[..., None])
-    _paste(image, label, plate, int(H * rng.uniform(0.3, 0.45)) - s // 2,
-           int(W * rng.uniform(0.62, 0.92)) - s // 2, SIGN)
+  _paint_objects(rng, image, label, split, horizon, a, b)
   image = np.clip(image * rng.uniform(0.8, 1.2), 0.0, 1.0)  # Global lighting.
   return np.rint(image * 255).astype(np.uint8), label
 

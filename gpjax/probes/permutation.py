@@ -7,6 +7,7 @@ axis (``shard_map``, counts summed with ``psum``). `evaluate` probes a loaded ru
 """
 
 import itertools
+import math
 import os
 from typing import Any, Callable
 
@@ -122,11 +123,18 @@ def check(config: Any) -> None:
   if not os.path.isdir(os.path.join(src, 'checkpoints')):
     raise ConfigError(f'config.probe.source_workdir={src!r} holds no checkpoints/ folder: train '
                       'a model there first.')
-  head = writers.read_json(os.path.join(src, 'config.json'))['model']['head']
+  m = writers.read_json(os.path.join(src, 'config.json'))['model']
+  head = m['head']
   if p.layer == 5 and head == 'gapnet':
     raise ConfigError(f'config.probe.layer=5 permutes the pooled vector before a Dense layer, but '
                       f'the model in {src!r} is a GAPNet, whose pooled vector is its logits: '
                       'choose a layer in 1..4.')
+  channels = Classifier(num_classes=2, backbone=m['backbone'], head=head, width=m['width'],
+                        stem=m['stem'], permute_layer=p.layer).ordering_length()
+  if channels < 19 and p.num_orderings > math.factorial(channels):
+    raise ConfigError(f'config.probe.num_orderings={p.num_orderings!r}: {channels} channels at '
+                      f'layer {p.layer} have only {math.factorial(channels)} orderings (the '
+                      'identity among them); give at most that many.')
 
 
 def load(config: Any) -> runs.Run:

@@ -5,11 +5,9 @@ claim_curves.png (`gpjax.studies.report`). Each reads a study's summary dict (it
 
 from typing import Any, Callable
 
-import matplotlib
-matplotlib.use('Agg')  # Files only: no display is needed or opened.
-import matplotlib.pyplot as plt
 import numpy as np
 
+from gpjax.core.figures import plt
 from gpjax.studies import claims as claims_lib
 
 

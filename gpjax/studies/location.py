@@ -67,7 +67,8 @@ def probe_layers(config: ml_collections.ConfigDict, name: str, run: ml_collectio
     probe.probe.source_workdir = run_dir
     probe.probe.layer = layer
     out_dir = os.path.join(run_dir, f'probe_layer{layer}')
-    out[layer] = grid.cached_or(out_dir, functools.partial(runner.run_probe, permutation.PROBE, probe, out_dir))
+    out[layer] = grid.cached_or(out_dir, functools.partial(runner.run_probe, permutation.PROBE,
+                                                           probe, out_dir))
   return out
 
 

@@ -9,6 +9,7 @@ heatmap, and `check`, the config's validation.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Iterator
 
@@ -19,7 +20,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from gpjax.checks import DTYPES, at_least, below_one, one_of, step_list, steps_or_epochs
+from gpjax.checks import (DTYPES, at_least, below_one, one_of, positive, step_list,
+                          steps_or_epochs)
 from gpjax.core import figures, parallel, trainer
 from gpjax.core.task import Task
 from gpjax.data import batching, examples, input_pipeline
@@ -200,7 +202,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   steps_or_epochs(t)
   at_least('train.batch_size', t.batch_size, 1)
   one_of('train.optimizer', t.optimizer, OPTIMIZERS)
-  at_least('train.learning_rate', t.learning_rate, 0.0, float)
+  positive('train.learning_rate', t.learning_rate)
   for name in ('b1', 'b2'):
     below_one(f'train.{name}', t[name])
   at_least('train.weight_decay', t.weight_decay, 0.0, float)
@@ -215,7 +217,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   at_least('eval.orderings', config.eval.orderings, 1)
   at_least('eval.ordering_chunk', config.eval.ordering_chunk, 1)
   check_augshift(config)
-
+  check_sizes(config)
 
 
 def check_augshift(config: ml_collections.ConfigDict) -> None:
@@ -249,3 +251,31 @@ TASK = Task(job='train', metric='test_accuracy', check=check, description=descri
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The ``train`` job: `trainer.train_and_evaluate` of this task."""
   return trainer.train_and_evaluate(config, workdir, TASK)
+
+
+def min_canvas(model: ml_collections.ConfigDict) -> int:
+  """The smallest canvas side the backbone's downsampling leaves at least 1x1: a ResNet
+  halves it 4 times (5 with the ImageNet stem's max-pool), a VGG 5 times."""
+  return 32 if model.backbone.startswith('vgg') or model.stem == 'imagenet' else 16
+
+
+def check_sizes(config: ml_collections.ConfigDict) -> None:
+  """What the task, canvas and PermuteNet need of each other: 2+ cells to locate, a canvas
+  the backbone can downsample, no more test orderings than the channels have."""
+  d, m = config.data, config.model
+  if config.task == 'location' and d.grid < 2:
+    raise ConfigError(f"config.data.grid={d.grid!r} with config.task='location': one cell is "
+                      'one class; give a grid >= 2.')
+  side, need = d.grid * d.image_size, min_canvas(m)
+  if d.image_size and side < need:
+    raise ConfigError(f'config.data.image_size={d.image_size!r}: a {side}x{side} canvas (grid '
+                      f'{d.grid}) is smaller than the {need}x{need} that {m.backbone} '
+                      f'downsamples to 1x1; give image_size >= {-(-need // d.grid)}.')
+  if m.head == 'permutenet':
+    model = Classifier(num_classes=2, backbone=m.backbone, head=m.head, width=m.width,
+                       stem=m.stem, permute_layer=m.permute_layer)
+    channels = model.ordering_length()
+    if channels < 19 and config.eval.orderings > math.factorial(channels) - 1:
+      raise ConfigError(f'config.eval.orderings={config.eval.orderings!r}: {channels} channels '
+                        f'at layer {m.permute_layer} have only {math.factorial(channels) - 1} '
+                        'orderings besides the identity; give at most that many.')

@@ -25,7 +25,8 @@ from gpjax.data import batching, canvas, examples, segmentation
 from gpjax.interop import torch_import  # torch itself is imported only to read a file.
 from gpjax.models.deeplab import BACKBONES, DeepLabV3
 from gpjax.models.padding import PADDINGS
-from gpjax.checks import DTYPES, at_least, below_one, one_of, step_list, steps_or_epochs
+from gpjax.checks import (DTYPES, at_least, below_one, one_of, positive, step_list,
+                          steps_or_epochs)
 from gpjax.errors import ConfigError
 
 Batch = dict[str, jax.Array]
@@ -193,7 +194,8 @@ def check(config: ml_collections.ConfigDict) -> None:
   steps_or_epochs(t)
   below_one('train.momentum', t.momentum)
   at_least('train.poly_power', t.poly_power, 0.0, float)
-  for field in ('learning_rate', 'backbone_lr_scale', 'weight_decay'):
+  positive('train.learning_rate', t.learning_rate)
+  for field in ('backbone_lr_scale', 'weight_decay'):
     at_least(f'train.{field}', t[field], 0.0, float)
   for field in ('batch_size', 'log_every', 'keep_checkpoints'):
     at_least(f'train.{field}', t[field], 1)
