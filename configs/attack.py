@@ -20,7 +20,7 @@ top-N left channels hurt the left region more than the right one, and vice versa
 
 import ml_collections
 
-_COUNTS = '0,10,25,50,100,200,400'  # N zeroed; N > C is skipped (C = 256 at width 8).
+_COUNTS = (0, 10, 25, 50, 100, 200, 400)  # N zeroed; N > C is skipped (C = 256 at width 8).
 VARIANTS = ('trained', 'rank', 'imported')
 
 
@@ -50,7 +50,7 @@ def get_config(variant: str = 'trained') -> ml_collections.ConfigDict:
   config.probe.ranking_file = ''  # Reuse a ranking.json instead of ranking again.
 
   config.attack = ml_collections.ConfigDict()
-  config.attack.counts = _COUNTS  # Comma-separated N (official default 100 of 2048).
+  config.attack.counts = _COUNTS  # The N zeroed (official default 100 of 2048).
   config.attack.random_draws = 5  # Random N-channel sets per N (baseline).
   config.attack.seed = 0  # Draw r zeroes default_rng((seed, r)).permutation(C)[:N].
 

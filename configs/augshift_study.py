@@ -32,9 +32,9 @@ from configs import augshift
 # of 32 pairs (64 canvases). GPU: CIFAR-10, 96x96 canvases, width 64, the paper's 20 epochs.
 _SIZES = {
     'cpu': dict(data='gpjax_digits', width=8, image_size=16, steps=400, batch_size=32,
-                eval_every=200, weights='0,1,10', seeds=3, readout_images=0, num_images=0),
+                eval_every=200, weights=(0.0, 1.0, 10.0), seeds=3, readout_images=0, num_images=0),
     'gpu': dict(data='cifar10', width=64, image_size=0, steps=0, batch_size=48, eval_every=0,
-                weights='0,0.1,1,10', seeds=3, readout_images=10000, num_images=2000),
+                weights=(0.0, 0.1, 1.0, 10.0), seeds=3, readout_images=10000, num_images=2000),
 }
 
 
@@ -44,16 +44,16 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.job = 'augshift_study'  # What gpjax.main runs with this config (see gpjax.main.JOBS).
 
   config.study = ml_collections.ConfigDict()
-  config.study.tasks = 'semantic'  # AugShift needs a label that does not move with the image.
-  config.study.heads = 'linear'  # GAP + Dense: the latent z is the Dense layer's input.
-  config.study.paddings = 'zero'  # Border treatments (comma-separated).
-  config.study.grids = '3'  # Canvas grids g (comma-separated).
+  config.study.tasks = ('semantic',)  # AugShift needs a label that does not move with the image.
+  config.study.heads = ('linear',)  # GAP + Dense: the latent z is the Dense layer's input.
+  config.study.paddings = ('zero',)  # Border treatments.
+  config.study.grids = (3,)  # Canvas grids g.
   config.study.seeds = z['seeds']  # Seeds per lambda: base.seed, base.seed + 1, ...
   config.study.train_seeds = 'auto'  # Seeds of a cell in one program (gpjax.core.multirun.MODES).
-  config.study.plain_heads = ''  # No plain-image (g=1) runs in this study.
-  config.study.probe_heads = ''  # No permutation probes in this study.
+  config.study.plain_heads = ()  # No plain-image (g=1) runs in this study.
+  config.study.probe_heads = ()  # No permutation probes in this study.
   config.study.sweep_field = 'augshift.weight'  # The extra grid axis: a training-config field.
-  config.study.sweep_values = z['weights']  # lambdas (comma-separated); 0 = the two-copy baseline.
+  config.study.sweep_values = z['weights']  # lambdas; 0 = the two-copy baseline.
   config.study.standard_baseline = True  # Also standard training: copy 1 alone, CE only.
 
   config.base = augshift.get_config()  # Training config of each run (AugShift on).

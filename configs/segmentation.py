@@ -85,9 +85,9 @@ def get_config(size: str = 'cpu') -> ml_collections.ConfigDict:
   config.train.b2 = 0.999  # Adam beta2.
   config.train.log_every = 10 if size != 'tiny' else 2  # Steps between metrics rows.
   config.train.eval_every = 0  # Steps between evaluations; 0 = once per epoch.
-  config.train.eval_at = ''  # Extra evaluation steps, e.g. '100,300,1000' (curves); '' = none.
+  config.train.eval_at = ()  # Extra evaluation steps, e.g. (100, 300, 1000) (curves).
   config.train.checkpoint_every = 0  # Steps between checkpoints; 0 = at each evaluation.
-  config.train.keep_at = ''  # Checkpoints kept for good, e.g. '100,300' (probes over training).
+  config.train.keep_at = ()  # Checkpoints kept for good, e.g. (100, 300) (probes over training).
   config.train.keep_checkpoints = 2  # Newest checkpoints kept (the best one too).
 
   config.eval = ml_collections.ConfigDict()

@@ -23,12 +23,12 @@ from configs import attack
 from configs import segmentation
 
 
-# Per size: the table's N, the attack's images per call and the N zeroed (comma-separated;
+# Per size: the table's N, the attack's images per call and the N zeroed (
 # N > C is skipped). cpu/tiny: C = 256 channels at width 8 (128 at tiny); gpu: C = 2048.
 _SIZES = {
-    'tiny': dict(table_count=25, batch_size=50, counts='0,10,25,50,100,200'),
-    'cpu': dict(table_count=25, batch_size=50, counts='0,10,25,50,100,200'),
-    'gpu': dict(table_count=100, batch_size=8, counts='0,10,25,50,100,200,400'),
+    'tiny': dict(table_count=25, batch_size=50, counts=(0, 10, 25, 50, 100, 200)),
+    'cpu': dict(table_count=25, batch_size=50, counts=(0, 10, 25, 50, 100, 200)),
+    'gpu': dict(table_count=100, batch_size=8, counts=(0, 10, 25, 50, 100, 200, 400)),
 }
 
 

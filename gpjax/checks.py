@@ -50,9 +50,26 @@ def steps_or_epochs(train: ml_collections.ConfigDict) -> None:
     raise ConfigError('config.train.steps=0 and config.train.epochs=0: set one of them > 0.')
 
 
-def step_list(field: str, text: str) -> None:
-  """A comma-separated list of training steps, each an int >= 1 ('' = none)."""
-  for v in str(text).split(','):
-    if v.strip() and not (v.strip().isdigit() and int(v) >= 1):
-      raise ConfigError(f'config.{field}={text!r}: {v.strip()!r} is not a step; give '
-                        "comma-separated integers >= 1, e.g. '100,300,1000', or ''.")
+def items(field: str, values: Any, kind: type = str, *, empty: bool = False) -> list[Any]:
+  """The values of a tuple field (a list once read back from config.json), each a ``kind``
+  (an int passes as a float); raises ConfigError unless they are, or when empty unless
+  ``empty``."""
+  def fits(v):
+    if kind in (int, float) and isinstance(v, bool):
+      return False
+    return isinstance(v, (int, float) if kind is float else kind)
+
+  if not isinstance(values, (tuple, list)) or not all(fits(v) for v in values) or (
+      not values and not empty):
+    example = {str: "('zero', 'none')", int: '(3, 5)', float: '(0.0, 1.0)'}.get(kind, '(...)')
+    raise ConfigError(f'config.{field}={values!r} is not allowed; give a tuple of '
+                      f'{kind.__name__}s, e.g. {example}.')
+  return [kind(v) for v in values]
+
+
+def step_list(field: str, steps: Any) -> None:
+  """Raises ConfigError unless ``config.<field>`` is a tuple of training steps, each an
+  int >= 1 (``()``: none)."""
+  if any(v < 1 for v in items(field, steps, int, empty=True)):
+    raise ConfigError(f'config.{field}={steps!r} is not allowed; give a tuple of steps >= 1, '
+                      'e.g. (100, 300), or ().')

@@ -16,8 +16,8 @@ from gpjax.errors import ConfigError
 
 def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
   config = augshift_config.get_config()
-  config.study.seeds, config.study.sweep_values = 2, '0,1'
-  config.base.train.steps, config.base.train.keep_at = 20, '5,20,40'  # 20: the last; 40: never.
+  config.study.seeds, config.study.sweep_values = 2, (0.0, 1.0)
+  config.base.train.steps, config.base.train.keep_at = 20, (5, 20, 40)  # 20: the last; 40: never.
   metrics = dict.fromkeys(augshift_study.METRICS, 0.25)
   measured = []
 

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/micro.py, shortened: 20 steps, checkpoints every 5, one evaluation at the
 # end, a train row every step (so that an interrupted run leaves rows after its checkpoint).
 OVERRIDES = {'train.steps': 20, 'train.eval_every': 20, 'train.checkpoint_every': 5,
-             'train.log_every': 1, 'train.eval_at': '6'}
+             'train.log_every': 1, 'train.eval_at': (6,)}
 TIMEOUT = 240  # Seconds for one run; one takes 10-30 s here.
 
 

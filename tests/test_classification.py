@@ -160,7 +160,7 @@ def test_permutenet_tested_under_orderings(data_dir, tmp_path, layer):
   from gpjax.tasks import runs
   from gpjax.probes import permutation
   config = micro_config(data_dir, model__head='permutenet', model__permute_layer=layer,
-                        train__steps=10, train__eval_every=10, train__eval_at='4',
+                        train__steps=10, train__eval_every=10, train__eval_at=(4,),
                         eval__orderings=5, eval__ordering_chunk=2)
   results = classification.train_and_evaluate(config, str(tmp_path))
   probe = permutation_probe.get_config()

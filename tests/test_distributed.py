@@ -290,9 +290,10 @@ def test_two_processes_run_a_study(data_dir, env, tmp_path):
   writes the study's files, and process 1 never reads one that it may not have written
   yet (process 0 is made slow to write them)."""
   workdir, address = tmp_path / 'study', f'localhost:{free_port()}'
-  overrides = dict(**{'study.tasks': 'location', 'study.heads': 'gapnet', 'study.paddings': 'zero',
-                      'study.seeds': 1, 'study.probe_layers': 4, 'probe.probe.num_orderings': 3,
-                      'study.layer_protocol': '', 'study.plain_heads': '',
+  overrides = dict(**{'study.tasks': ('location',), 'study.heads': ('gapnet',),
+                      'study.paddings': ('zero',), 'study.seeds': 1, 'study.probe_layers': (4,),
+                      'probe.probe.num_orderings': 3, 'study.layer_protocol': (),
+                      'study.plain_heads': (),
                       'base.data.name': 'gpjax_photos', 'base.data.data_dir': data_dir,
                       'base.data.image_size': 16, 'base.model.width': 4},
                    **{f'base.train.{k}': v for k, v in

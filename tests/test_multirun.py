@@ -27,7 +27,7 @@ SEEDS = (0, 5)
 
 def _configs(data_dir):
   """Two PermuteNet runs (one fresh ordering per step from each run's own key), 6 steps."""
-  base = micro_config(data_dir, train__steps=6, train__eval_every=6, train__eval_at='3',
+  base = micro_config(data_dir, train__steps=6, train__eval_every=6, train__eval_at=(3,),
                       train__checkpoint_every=3, train__log_every=2)
   base.model.head = 'permutenet'
   base.eval.orderings = 2

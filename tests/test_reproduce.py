@@ -1,5 +1,6 @@
 """gpjax.studies.reproduce end to end: the micro suite, killed midway and rerun, and its report."""
 
+import ast
 import os
 import re
 import shlex
@@ -134,7 +135,8 @@ def _apply_overrides(config, command):
       for p in parents:
         node = node[p]
       kind = type(node[leaf])
-      node[leaf] = (value == 'True') if kind is bool else kind(value)
+      node[leaf] = ((value == 'True') if kind is bool else
+                    ast.literal_eval(value) if kind is tuple else kind(value))
   return config
 
 
@@ -165,19 +167,19 @@ def test_an_unknown_suite_names_the_suites(env, tmp_path):
 def test_gpjax_main_runs_the_suite_config(env, tmp_path):
   """configs/reproduce.py is also a gpjax.main job; its checks run before any work."""
   out = subprocess.run([sys.executable, '-m', 'gpjax.main', '--config=configs/reproduce.py:micro',
-                        f'--workdir={tmp_path}', '--config.location.study.heads=gapnet'],
+                        f'--workdir={tmp_path}', "--config.location.study.heads=('gapnet',)"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode != 0
-  assert ("Bad config: config.location.study.heads='gapnet' lacks ['permutenet']"
+  assert ("Bad config: config.location.study.heads=('gapnet',) lacks ['permutenet']"
           in out.stderr), out.stderr[-2000:]
   assert not os.listdir(tmp_path)
 
 
 def test_bad_suite_configs_name_the_field():
   config = suites.get_config('micro')
-  config.location.study.paddings = 'circular'
+  config.location.study.paddings = ('circular',)
   with pytest.raises(ConfigError,
-                     match=r"config.location.study.paddings='circular' lacks \['zero'\]"):
+                     match=r"config.location.study.paddings=\('circular',\) lacks \['zero'\]"):
     reproduce.validate_config(config)
   config = suites.get_config('micro')
   config.claims.augshift_weight = 3.0
@@ -199,5 +201,5 @@ def test_first_prepared_data_set():
       raise DatasetNotPreparedError(name)
 
   assert reproduce._first_prepared('f', ['cifar10', 'gpjax_digits'], load) == 'gpjax_digits'
-  with pytest.raises(ConfigError, match="config.f='cifar10': none of these is prepared"):
+  with pytest.raises(ConfigError, match=r"config.f=\('cifar10',\): none of these is prepared"):
     reproduce._first_prepared('f', ['cifar10'], load)

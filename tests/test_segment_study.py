@@ -38,7 +38,7 @@ def test_tiny_study_end_to_end(street_dir, tmp_path):
     config.attack.probe.num_examples = config.base.eval.num_examples  # The 16 of evaluation.
     config.attack.probe.batch_size = 8
     config.attack.attack.random_draws = 2
-    config.base.train.keep_at = '2'  # Of 4 steps: attacked at steps 2 and 4.
+    config.base.train.keep_at = (2,)  # Of 4 steps: attacked at steps 2 and 4.
   out = segment_study.run_study(config, str(tmp_path))
   for name in ('results.json', 'table.md', 'curves.png', 'runs/seed0/results.json',
                'runs/seed0/metrics.jsonl', 'attacks/seed0/results.json',

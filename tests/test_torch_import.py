@@ -318,7 +318,7 @@ def test_attack_job_on_an_imported_checkpoint(tmp_path):
   config.source.torch_checkpoint = _save(tmp_path, {'model_state': model.state_dict()})
   config.data.image_height, config.data.image_width = 32, 64
   config.probe.num_examples = 2
-  config.attack.counts = '0,10'
+  config.attack.counts = (0, 10)
   config.attack.random_draws = 1
   with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
     results = runner.run_probe(attack.PROBE, config, str(tmp_path / 'out'))

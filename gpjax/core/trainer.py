@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import flax
 import jax
@@ -142,9 +142,9 @@ def schedule(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, in
   return total, eval_every, t.checkpoint_every or eval_every
 
 
-def step_list(text: str) -> tuple[int, ...]:
-  """A step-list field (``train.eval_at``, ``train.keep_at``: '100,300,1000') as sorted steps."""
-  return tuple(sorted({int(v) for v in str(text).split(',') if v.strip()}))
+def step_list(steps: Sequence[int]) -> tuple[int, ...]:
+  """A step-tuple field (``train.eval_at``, ``train.keep_at``: (100, 300)) as sorted steps."""
+  return tuple(sorted({int(v) for v in steps}))
 
 
 def evaluate(p_eval_step: Callable, state: TrainState, batches: Iterator[dict[str, Any]],

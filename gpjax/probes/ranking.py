@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from gpjax import checks
 from gpjax.checks import DTYPES, at_least, one_of
 from gpjax.core import parallel, writers
 from gpjax.data import batching, canvas, segmentation
@@ -108,9 +109,9 @@ def rank(fn: Callable[[Any, dict], Sums], variables: Any, batches: Iterable[dict
   return rankings(totals['abs'], totals['signed'], totals['count'])
 
 
-def parse_counts(text: str) -> list[int]:
-  """'0,10,25' -> [0, 10, 25]."""
-  return [int(s) for s in str(text).split(',') if s.strip()]
+def parse_counts(counts: Any) -> list[int]:
+  """``attack.counts``, the N of the attack, e.g. (0, 10, 25), as a list."""
+  return checks.items('attack.counts', counts, int)
 
 
 # The keys of `rank_channels`' output: what ranking.json holds.
@@ -186,9 +187,8 @@ def check(config: Any) -> None:
   at_least('probe.num_examples', p.num_examples, 0)
   at_least('source.step', s.step, 0)
   one_of('probe.dtype', p.dtype, DTYPES)
-  counts = parse_counts(a.counts)
-  if not counts or min(counts) < 0:
-    raise ConfigError(f'config.attack.counts={a.counts!r}: give comma-separated N >= 0.')
+  if min(parse_counts(a.counts)) < 0:
+    raise ConfigError(f'config.attack.counts={a.counts!r}: give a tuple of N >= 0.')
   at_least('attack.random_draws', a.random_draws, 0)
   at_least('attack.seed', a.seed, 0)
 

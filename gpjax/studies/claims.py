@@ -40,10 +40,10 @@ def cell(summary: dict[str, Any], task: str, head: str, padding: str,
                  f'grid={grid}')
 
 
-def retention(permuted: float, full: float, chance: float) -> float:
+def retention(permuted: float, full: float, chance: float, margin: float) -> float:
   """Share of the above-chance accuracy that PermuteNet keeps; nan unless GAPNet is at
-  least 10 points above chance (below that the share is noise over a tiny number)."""
-  return (permuted - chance) / (full - chance) if full - chance >= 0.1 else math.nan
+  least ``margin`` above chance (below that the share is noise over a tiny number)."""
+  return (permuted - chance) / (full - chance) if full - chance >= margin else math.nan
 
 
 def judge_location(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dict[str, Claim]:
@@ -67,8 +67,9 @@ def judge_location(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dic
       rule=f'GAPNet minus PermuteNet location accuracy (zero padding) >= {t.permute_location:g}',
       evidence=dict(gapnet=gap['mean'], permutenet=perm['mean'], gapnet_std=gap['std'],
                     permutenet_std=perm['std'], drop=loc_drop, chance=chance))
-  loc_kept = retention(perm['mean'], gap['mean'], chance)
-  sem_kept = retention(sem_perm['mean'], sem_gap['mean'], sem_gap['chance'])
+  loc_kept = retention(perm['mean'], gap['mean'], chance, t.retention_margin)
+  sem_kept = retention(sem_perm['mean'], sem_gap['mean'], sem_gap['chance'],
+                       t.retention_margin)
   margin = sem_kept - loc_kept
   evidence = dict(semantic_gapnet=sem_gap['mean'], semantic_permutenet=sem_perm['mean'],
                   semantic_drop=sem_gap['mean'] - sem_perm['mean'], location_drop=loc_drop,
@@ -82,7 +83,7 @@ def judge_location(summary: dict[str, Any], t: ml_collections.ConfigDict) -> dic
     evidence.update(plain_gapnet=plain['gapnet']['mean'],
                     plain_permutenet=plain['permutenet']['mean'],
                     plain_retention=retention(plain['permutenet']['mean'], plain['gapnet']['mean'],
-                                              plain['gapnet']['chance']))
+                                              plain['gapnet']['chance'], t.retention_margin))
   out['permute_semantic'] = dict(
       holds=not math.isnan(margin) and margin >= t.permute_semantic,
       rule='PermuteNet keeps a larger share of the above-chance accuracy on the semantic task '

@@ -23,9 +23,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from gpjax import checks
 from gpjax.core import checkpoint, multirun, trainer, writers
 from gpjax.core.task import Task
 from gpjax.errors import ConfigError
+from gpjax.studies import figures as study_figures
 from gpjax.tasks import classification
 
 AXES = ('task', 'head', 'padding', 'grid')
@@ -37,29 +39,15 @@ Evaluator = Callable[[str, ml_collections.ConfigDict, str], dict[str, Any]]  # (
 Progress = Callable[[str, int, int], None]  # (run name, its index, number of runs).
 
 
-def parse_list(field: str, text: str, cast: Callable[[str], Any] = str) -> list[Any]:
-  """'a,b,c' -> [a, b, c]; raises ConfigError naming the field when empty."""
-  items = [cast(s.strip()) for s in str(text).split(',') if s.strip()]
-  if not items:
-    raise ConfigError(f'config.{field}={text!r} is empty; give a comma-separated list.')
-  return items
-
-
-def parse_sweep(base: ml_collections.ConfigDict, field: str, text: str,
+def parse_sweep(base: ml_collections.ConfigDict, field: str, values: Any,
                 name: str = 'study.sweep_values') -> Sweep:
-  """``(field, values)`` with each of the comma-separated ``text`` cast to the type of
-  ``field`` (dotted, e.g. 'augshift.weight') in the training config ``base``."""
+  """``(field, values)``: ``values`` (a tuple) checked against the type of ``field`` (dotted,
+  e.g. 'augshift.weight') in the training config ``base``."""
   try:
     kind = type(config_field(base, field))
   except (AttributeError, KeyError):
     raise ConfigError(f'sweep field {field!r} is not a field of the training config.') from None
-  cast = (lambda v: v.lower() in ('1', 'true')) if kind is bool else kind
-  try:
-    return field, parse_list(name, text, cast)
-  except ConfigError:
-    raise
-  except ValueError as e:  # A value the field's type cannot parse.
-    raise ConfigError(f'config.{name}={text!r}: {e}') from None
+  return field, checks.items(name, values, kind)
 
 
 def config_field(config: ml_collections.ConfigDict, field: str) -> Any:
@@ -94,12 +82,12 @@ def run_configs(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -
   field for each cell (named ``..._g3_weight0.1_s0``); without, the semantic task on the
   plain image (grid 1, zero padding) for each of ``study.plain_heads``."""
   s = config.study
-  tasks, grids = parse_list('study.tasks', s.tasks), parse_list('study.grids', s.grids, int)
-  pairs = list(itertools.product(parse_list('study.heads', s.heads),
-                                 parse_list('study.paddings', s.paddings)))
+  tasks, grids = checks.items('study.tasks', s.tasks), checks.items('study.grids', s.grids, int)
+  pairs = list(itertools.product(checks.items('study.heads', s.heads),
+                                 checks.items('study.paddings', s.paddings)))
   if s.probe_heads:  # Unpermuted networks to probe, where the grid lacks them.
-    pairs += [c for c in itertools.product(parse_list('study.probe_heads', s.probe_heads),
-                                           parse_list('study.probe_paddings', s.probe_paddings))
+    pairs += [c for c in itertools.product(checks.items('study.probe_heads', s.probe_heads),
+                                           checks.items('study.probe_paddings', s.probe_paddings))
               if c not in pairs]
   cells = []
   for task, (head, padding), g, value in itertools.product(
@@ -113,7 +101,7 @@ def run_configs(config: ml_collections.ConfigDict, sweep: Sweep | None = None) -
   if s.plain_heads and sweep is None:  # The semantic task on the source image alone.
     cells += [(f'semantic_{head}_zero_g1_s{{seed}}',
                {'task': 'semantic', 'model.head': head, 'model.padding': 'zero', 'data.grid': 1})
-              for head in parse_list('study.plain_heads', s.plain_heads)]
+              for head in checks.items('study.plain_heads', s.plain_heads)]
   return grid(config.base, cells, s.seeds)
 
 

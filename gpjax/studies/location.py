@@ -14,11 +14,12 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
+from gpjax import checks
 from gpjax.job import Job
 from gpjax.probes import permutation, runner
 from gpjax.studies import claims, grid
 from gpjax.studies import figures as study_figures
-from gpjax.studies.grid import AXES, Progress, Runs, parse_list
+from gpjax.studies.grid import AXES, Progress, Runs
 from gpjax.tasks import classification
 
 
@@ -32,8 +33,8 @@ def layer_configs(config: ml_collections.ConfigDict) -> Runs:
     return []
   cells = []
   for task, g, layer in itertools.product(
-      parse_list('study.tasks', s.tasks), parse_list('study.grids', s.grids, int),
-      parse_list('study.layer_protocol', s.layer_protocol, int)):
+      checks.items('study.tasks', s.tasks), checks.items('study.grids', s.grids, int),
+      checks.items('study.layer_protocol', s.layer_protocol, int, empty=True)):
     fields = {'task': task, 'model.head': 'permutenet', 'model.padding': 'zero', 'data.grid': g,
               'model.permute_layer': layer}
     tag = '' if layer == config.base.model.permute_layer else f'layer{layer}_'
@@ -58,11 +59,11 @@ def probe_layers(config: ml_collections.ConfigDict, name: str, run: ml_collectio
   """Evaluator: layer -> the permutation probe of ``run`` there (``run_dir/probe_layer<L>``),
   for runs whose head and padding are in ``study.probe_heads`` / ``probe_paddings``."""
   s = config.study
-  if (run.model.head not in parse_list('study.probe_heads', s.probe_heads) or
-      run.model.padding not in parse_list('study.probe_paddings', s.probe_paddings)):
+  if (run.model.head not in checks.items('study.probe_heads', s.probe_heads, empty=True) or
+      run.model.padding not in checks.items('study.probe_paddings', s.probe_paddings)):
     return {}
   out = {}
-  for layer in parse_list('study.probe_layers', s.probe_layers, int):
+  for layer in checks.items('study.probe_layers', s.probe_layers, int, empty=True):
     probe = copy.deepcopy(config.probe)
     probe.probe.source_workdir = run_dir
     probe.probe.layer = layer
@@ -109,13 +110,12 @@ def probe_table(rows: list[dict[str, Any]]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def layer_rows(runs: Runs,
-               results: Mapping[str, dict[str, Any]],
-               summary: dict[str, Any]) -> list[dict[str, Any]]:
+def layer_rows(runs: Runs, results: Mapping[str, dict[str, Any]], summary: dict[str, Any],
+               margin: float) -> list[dict[str, Any]]:
   """One row per (task, grid, layer) of `layer_configs`: the PermuteNet's test accuracy (the
   mean over its test orderings) over seeds, its identity-ordering accuracy, and the share of
   the zero-padding GAPNet's above-chance accuracy it keeps (`claims.retention`; None
-  without that cell or when the GAPNet is near chance)."""
+  without that cell or when the GAPNet is less than ``margin`` above chance)."""
   gapnet = {(c['task'], c['grid']): c for c in summary['cells']
             if c['head'] == 'gapnet' and c['padding'] == 'zero'}
   groups: dict[tuple, list[str]] = {}
@@ -133,7 +133,7 @@ def layer_rows(runs: Runs,
                                                  for n in names])),
                  'gapnet_mean': None if ref is None else ref['mean'],
                  'kept': None if ref is None else _number(
-                     claims.retention(mean, ref['mean'], chance))})
+                     claims.retention(mean, ref['mean'], chance, margin))})
   return rows
 
 
@@ -179,7 +179,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   table = grid.markdown_table(summary)
   figures = {'accuracy.png': functools.partial(study_figures.save_accuracy_figure,
                                                summary=summary)}
-  layers = layer_rows(layer_configs(config), outcome.results, summary)
+  layers = layer_rows(layer_configs(config), outcome.results, summary,
+                      config.study.retention_margin)
   if layers:
     summary['layer_protocol'] = layers
     table += '\n' + layer_table(layers)

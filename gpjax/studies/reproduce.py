@@ -27,6 +27,7 @@ from typing import Any, Callable
 import ml_collections
 import tqdm
 
+from gpjax import checks
 from gpjax.core import writers
 from gpjax.data import input_pipeline, segmentation
 from gpjax.errors import ConfigError, DatasetNotPreparedError
@@ -53,8 +54,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the suite's own fields, what the verdicts read, and every study's config."""
   if config.suite not in SUITES:
     raise ConfigError(f'config.suite={config.suite!r} is not allowed; choose one of {SUITES}.')
-  study.parse_list('classification_data', config.classification_data)
-  study.parse_list('segmentation_data', config.segmentation_data)
+  checks.items('classification_data', config.classification_data)
+  checks.items('segmentation_data', config.segmentation_data)
   for name in EXPERIMENTS:
     try:
       _STUDIES[name][1](config[name])
@@ -62,15 +63,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(str(e).replace('config.', f'config.{name}.')) from None
   s, t = config.location.study, config.claims
   needed = {'tasks': ('location', 'semantic'), 'heads': ('gapnet', 'permutenet'),
-            'paddings': ('zero',), 'grids': (str(t.grid),)}
+            'paddings': ('zero',), 'grids': (t.grid,)}
   for field, values in needed.items():
-    have = study.parse_list(f'location.study.{field}', s[field])
+    have = checks.items(f'location.study.{field}', s[field], type(values[0]))
     missing = [v for v in values if v not in have]
     if missing:
       raise ConfigError(f'config.location.study.{field}={s[field]!r} lacks {missing}: the '
                         'verdicts read them (config.claims).')
-  weights = study.parse_list('augshift.study.sweep_values', config.augshift.study.sweep_values,
-                             float)
+  weights = checks.items('augshift.study.sweep_values', config.augshift.study.sweep_values,
+                         float)
   for w, why in ((0.0, 'the baseline'), (t.augshift_weight, 'config.claims.augshift_weight')):
     if w not in weights:
       raise ConfigError(f'config.augshift.study.sweep_values={config.augshift.study.sweep_values!r}'
@@ -85,15 +86,15 @@ def _first_prepared(field: str, names: list[str], load: Callable[[str], Any]) ->
       return name
     except DatasetNotPreparedError:
       print(f'{field}: {name} is not prepared, trying the next one', flush=True)
-  raise ConfigError(f'config.{field}={",".join(names)!r}: none of these is prepared in the '
-                    'data dir; end the list with a built-in set.')
+  raise ConfigError(f'config.{field}={tuple(names)!r}: none of these is prepared in the '
+                    'data dir; end the tuple with a built-in set.')
 
 
 def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of ``config`` whose studies read the first prepared data sets of the lists."""
   data_dir = config.data_dir or None
   def first(field, load):
-    return _first_prepared(field, study.parse_list(field, config[field]), load)
+    return _first_prepared(field, checks.items(field, config[field]), load)
 
   classification = first('classification_data',
                          lambda n: input_pipeline.load_source(n, 'train', data_dir=data_dir))
