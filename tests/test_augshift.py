@@ -325,8 +325,8 @@ def test_default_training_is_bit_identical_to_before(setup, monkeypatch, task):
   def fail(*args, **kwargs):
     raise AssertionError('AugShift path taken with augshift.enabled=False')
 
-  for module, name in ((classification, 'augshift_step'), (examples, 'make_shifted_pairs'),
-                       (classification, 'augshift_loss')):
+  for module, name in ((objectives, 'augshift_step'), (examples, 'make_shifted_pairs'),
+                       (objectives, 'augshift_loss')):
     monkeypatch.setattr(module, name, fail)
   finals = []
   for step_fn in (classification.train_step, _train_step_before_augshift):

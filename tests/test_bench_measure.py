@@ -23,8 +23,8 @@ def test_first_call_returns_the_result_after_its_time():
 
 
 def test_environment_records_the_command_line_and_devices():
-  env = measure.environment(['probe', '--images', '8'])
-  assert env['command'] == 'python -m gpjax.bench probe --images 8'
+  env = measure.environment(['--config=configs/bench/probe.py', '--workdir=w'])
+  assert env['command'] == 'python -m gpjax.bench --config=configs/bench/probe.py --workdir=w'
   assert env['num_devices'] == jax.device_count()
   assert env['platform'] == jax.devices()[0].platform
   assert env['jax_version'] == jax.__version__

@@ -14,9 +14,10 @@ from gpjax.bench import probe
 
 # Layer 5 of a width-4 ResNet-18 on 64x64 canvases: the probe in 100-canvas calls of 50 at
 # once, the official way in calls of 50 (a different batching of the same canvases).
-TINY = ['probe', '--layer', '5', '--orderings', '4', '--width', '4', '--grid', '2',
-        '--dtype', 'float32', '--repeats', '1', '--warmup', '0', '--official-orderings', '1',
-        '--batch', '100', '--image-chunk', '50', '--official-batch', '50']
+TINY = ['--config.layer=5', '--config.orderings=4', '--config.width=4', '--config.grid=2',
+        '--config.dtype=float32', '--config.repeats=1', '--config.warmup=0',
+        '--config.official_orderings=1', '--config.batch=100', '--config.image_chunk=50',
+        '--config.official_batch=50']
 
 
 def test_canvases_are_the_same_in_every_batching():
@@ -43,7 +44,8 @@ def test_index_batches_cover_every_canvas_once():
 @pytest.fixture(scope='module')
 def records(tmp_path_factory):
   """The records of the tiny probe benchmark on 200 and 400 canvases."""
-  return {n: run_and_read(tmp_path_factory.mktemp(f'probe{n}'), [*TINY, '--images', str(n)])
+  return {n: run_and_read(tmp_path_factory.mktemp(f'probe{n}'), 'probe',
+                         [*TINY, f'--config.images={n}'])
           for n in (200, 400)}
 
 

@@ -4,23 +4,15 @@ ones. No timing assertions."""
 
 from test_bench import run_and_read
 
-from configs import study as study_config
 from gpjax.core import multirun
-from gpjax.bench import seeds
 
 
-def test_seeds_benchmark_records_every_mode_the_torch_step_and_a_cell(tmp_path, monkeypatch):
-  make_study = study_config.get_config
-
-  def small_study(size):  # The CPU study's cell at width 4 on 8x8 sources: faster compiles.
-    config = make_study(size)
-    config.base.model.width, config.base.data.image_size = 4, 8
-    return config
-
-  monkeypatch.setattr(seeds.study_config, 'get_config', small_study)
-  record = run_and_read(tmp_path, ['seeds', '--seeds', '2', '--width', '4', '--source-size', '8',
-                                   '--batch', '8', '--steps', '2', '--warmup', '1',
-                                   '--cell-steps', '2'])
+def test_seeds_benchmark_records_every_mode_the_torch_step_and_a_cell(tmp_path):
+  # The CPU study's cell at width 4 on 8x8 sources: faster compiles.
+  record = run_and_read(tmp_path, 'seeds', [
+      '--config.seeds=2', '--config.width=4', '--config.source_size=8', '--config.batch=8',
+      '--config.steps=2', '--config.warmup=1', '--config.cell_steps=2',
+      '--config.cell.model.width=4', '--config.cell.data.image_size=8'])
   rows = record['results']
   assert [r['mode'] for r in rows] == list(multirun.MODES[1:])
   assert rows[0]['speedup_vs_sequential'] == 1.0

@@ -52,7 +52,7 @@ def separate(data_dir, tmp_path_factory):
   root = tmp_path_factory.mktemp('separate')
   outs = []
   for i, config in enumerate(_configs(data_dir)):
-    trainer.train_and_evaluate(config, str(root / f'r{i}'), classification)
+    trainer.train_and_evaluate(config, str(root / f'r{i}'), classification.TASK)
     outs.append(_outputs(str(root / f'r{i}')))
   return outs
 
@@ -104,7 +104,7 @@ def _assert_equal_runs(group_dirs, separate, rtol):
 def test_runs_trained_together_equal_separate_runs(separate, data_dir, tmp_path, mode, rtol):
   """Unrolled: the same numbers exactly; vmapped: within float tolerance."""
   dirs = [str(tmp_path / f'r{i}') for i in range(len(SEEDS))]
-  results = multirun.train_group(_configs(data_dir), dirs, classification, mode)
+  results = multirun.train_group(_configs(data_dir), dirs, classification.TASK, mode)
   assert [r['config']['seed'] for r in results] == list(SEEDS)
   assert results[0]['test_accuracy'] != results[1]['test_accuracy']  # Different seeds.
   _assert_equal_runs(dirs, separate, rtol)
@@ -116,12 +116,12 @@ def test_a_group_preempted_mid_run_resumes_to_the_same_numbers(separate, data_di
   rerun continues from there and ends as the separate runs."""
   dirs = [str(tmp_path / f'r{i}') for i in range(len(SEEDS))]
   monkeypatch.setattr(loop._Preemption, 'reached', lambda self, step: step == 4)
-  out = multirun.train_group(_configs(data_dir), dirs, classification, 'vmap')
+  out = multirun.train_group(_configs(data_dir), dirs, classification.TASK, 'vmap')
   assert out == [{'preempted_at_step': 4}] * 2
   for workdir in dirs:
     assert sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))) == [3, 4]
   monkeypatch.undo()
-  multirun.train_group(_configs(data_dir), dirs, classification, 'vmap')
+  multirun.train_group(_configs(data_dir), dirs, classification.TASK, 'vmap')
   _assert_equal_runs(dirs, separate, 1e-4)
 
 

@@ -1,11 +1,16 @@
 r"""Benchmarks, each measured against its baseline in the same run.
 
-  python -m gpjax.bench probe --layer 5 --orderings 1024 --images 10000 --dtype bfloat16
-  python -m gpjax.bench train --batch 48,256,1024 --dtype float32,bfloat16 --out train.json
-  python -m gpjax.bench eval --batch 256,1024 --head permutenet
-  python -m gpjax.bench canvas --batch 1024 --grid 3
-  python -m gpjax.bench seeds --seeds 3 --width 8 --batch 32 --cell-steps 400
-  python -m gpjax.bench xla --width 8 --source-size 16 --batch 16,32,64
+  python -m gpjax.bench --config=configs/bench/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]
+
+writes the record DIR/NAME.json (never over an existing one). NAME, one config each in
+configs/bench/:
+
+  probe   python -m gpjax.bench --config=configs/bench/probe.py --workdir=runs/bench/probe
+  train   python -m gpjax.bench --config=configs/bench/train.py --workdir=runs/bench/train
+  eval    python -m gpjax.bench --config=configs/bench/eval.py --workdir=runs/bench/eval
+  canvas  python -m gpjax.bench --config=configs/bench/canvas.py --workdir=runs/bench/canvas
+  seeds   python -m gpjax.bench --config=configs/bench/seeds.py --workdir=runs/bench/seeds
+  xla     python -m gpjax.bench --config=configs/bench/xla.py --workdir=runs/bench/xla
 
 ``probe`` (`gpjax.bench.probe`): orderings per second of the vmap channel-permutation
 probe against one full forward pass per ordering. ``train`` / ``eval`` / ``canvas``
@@ -16,44 +21,83 @@ in one program (`gpjax.core.multirun`) against one after another, and the PyTorc
 settings against XLA's defaults and PyTorch. `gpjax.bench.measure` holds what all of them
 measure alike (synchronised times, the environment, FLOPs, memory).
 
-Each subcommand is an ``add_NAME(subparsers)`` that declares its flags and a
-``bench_NAME(args) -> record`` that measures; `main` prints and saves the record.
+Each benchmark module has ``validate(config)`` (raises `gpjax.errors.ConfigError`
+before any work), ``run(config, workdir) -> dict`` that measures, and ``show(record)``;
+`run` here checks, runs, prints and writes the record.
 """
 
-import argparse
 import json
 import os
+import re
 import sys
 from typing import Any
 
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
 from gpjax.bench import measure, probe, seeds, steps, xla
+from gpjax.checks import one_of
 
-BENCHMARKS = {'probe': (probe.bench_probe, probe.print_probe),
-              'train': (steps.bench_train, steps.print_steps),
-              'eval': (steps.bench_eval, steps.print_steps),
-              'canvas': (steps.bench_canvas, steps.print_steps),
-              'seeds': (seeds.bench_seeds, seeds.print_seeds),
-              'xla': (xla.bench_xla, xla.print_xla)}
+# What a config's `bench` field runs: the module with its validate, run and show.
+BENCHES = {'probe': probe, 'train': steps, 'eval': steps, 'canvas': steps, 'seeds': seeds,
+           'xla': xla}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-  """Runs one benchmark from its command line (``sys.argv[1:]`` by default), prints its
-  record, writes it to ``--out`` if given, and returns it."""
-  parser = argparse.ArgumentParser(prog='python -m gpjax.bench', description=__doc__.split('\n')[0])
-  subparsers = parser.add_subparsers(dest='command', required=True)
-  for add in (probe.add_probe, steps.add_train, steps.add_eval, steps.add_canvas,
-              seeds.add_seeds, xla.add_xla):
-    add(subparsers)
-  argv = sys.argv[1:] if argv is None else list(argv)
-  args = parser.parse_args(argv)
-  bench, show = BENCHMARKS[args.command]
-  record = {'benchmark': args.command, **measure.environment(argv), **bench(args)}
+def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None) -> None:
+  """``--config`` (locked) and ``--workdir`` on ``flag_values``; ``argv`` (default sys.argv)
+  holds the ``--config.FIELD`` overrides."""
+  flags.DEFINE_string('workdir', None, 'Directory of the record DIR/NAME.json (never '
+                      'overwritten).', flag_values=flag_values)
+  config_flags.DEFINE_config_file('config', None, 'Benchmark config: configs/bench/NAME.py.',
+                                  flag_values=flag_values, lock_config=True, sys_argv=argv)
+  flags.mark_flags_as_required(['config', 'workdir'], flag_values=flag_values)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+  """absl parsing of ``argv`` (program name first) that exits with one line on a mistake."""
+  for arg in argv[1:]:
+    if arg.startswith('--config=') and not os.path.isfile(arg[len('--config='):]):
+      sys.exit(f'Bad flag: {arg}: no such file; give a benchmark config, e.g. '
+               '--config=configs/bench/probe.py.')
+  try:
+    return flag_values(argv)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    message = ' '.join(text.replace('\\n', ' ').split()) or type(e).__name__
+    if isinstance(e, (AttributeError, KeyError)):  # A field name that the config lacks.
+      override = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
+      guess = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+      message = f'unknown config field in {override}' + (
+          f' ({guess[2]!r}: did you mean {guess[1]!r}?)' if guess else '')
+    sys.exit(f'Bad flag: {message}')
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError unless ``config.bench`` names a benchmark that accepts ``config``."""
+  one_of('bench', config.bench, BENCHES)
+  BENCHES[config.bench].validate(config)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, argv: list[str]) -> dict[str, Any]:
+  """Checks ``config``, runs its benchmark, prints the record and writes it to
+  ``workdir/NAME.json``; returns it. ``argv``: the command's arguments, for the record.
+
+  Raises ConfigError (before any work, or on a check that needs the devices) and
+  FileExistsError where the record exists already."""
+  check(config)
+  path = os.path.join(workdir, f'{config.bench}.json')
+  if os.path.exists(path):
+    raise FileExistsError(f'{path} holds a record already; give another --workdir.')
+  module = BENCHES[config.bench]
+  body = module.run(config, workdir)
+  record = {'benchmark': config.bench, **measure.environment(argv), **body,
+            'config': config.to_dict()}
   record['peak_rss_bytes'] = measure.peak_rss_bytes()  # The whole run's, compiles included.
-  show(record)
+  module.show(record)
   print(f"peak resident memory of this process: {record['peak_rss_bytes'] / 2 ** 20:.0f} MiB")
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      json.dump(record, f, indent=2)
-    print(f'wrote {args.out}')
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, 'x') as f:  # 'x': never over a record written meanwhile.
+    json.dump(record, f, indent=2)
+  print(f'wrote {path}')
   return record

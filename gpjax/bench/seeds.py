@@ -1,23 +1,25 @@
 r"""The seeds benchmark: R seeds of one config stepped in one program (`gpjax.core.multirun`) against
 one after another, and the same network's training step in PyTorch.
 
-  python -m gpjax.bench seeds --seeds 3 --width 8 --source-size 16 --batch 32
-  python -m gpjax.bench seeds --cell-steps 400 --out docs/benchmarks/seeds_cpu.json
+  python -m gpjax.bench --config=configs/bench/seeds.py --workdir=runs/bench/seeds
+  python -m gpjax.bench --config=configs/bench/seeds.py --workdir=runs/bench/seeds_cell \
+      --config.cell_steps=400
 
-Per mode (``--modes``): seconds per group step (every run advanced one step: R calls of the
+Per mode (``config.modes``): seconds per group step (every run advanced one step: R calls of the
 single-run step for 'sequential', one call of `multirun.group_step` otherwise) of the real
 `classification.train_step` on synthetic uint8 sources on the device, medians after warm-up,
-and its speed relative to sequential measured in the same run. ``--torch``: the same
+and its speed relative to sequential measured in the same run. ``config.torch``: the same
 ResNet-18 (official structure, `gpjax.bench.torch_reference`, in a child process so that
 torch is never imported here) trained with the same Adam step on the same shapes, in float32
 with as many threads as this machine has cores; the ratio is gpjax's single-run step speed
-over PyTorch's. ``--cell-steps N``: a real study cell too (configs/study.py's CPU base, the
-location task, GAPNet, zero padding, R seeds, N steps, the built-in digits), trained end to
-end in each of ``--cell-modes`` (compiles, evaluations and checkpoints included), with its
-wall time and whether every run's test accuracy and loss equal the sequential one's.
+over PyTorch's. ``config.cell_steps=N``: a real study cell too (``config.cell``:
+configs/study.py's CPU base, the location task, GAPNet, zero padding, R seeds, N steps, the
+built-in digits), trained end to end in each of ``config.cell_modes`` (compiles, evaluations
+and checkpoints included), with its wall time and whether every run's test accuracy and loss
+equal the sequential one's.
 """
 
-import argparse
+import copy
 import json
 import os
 import statistics
@@ -28,58 +30,46 @@ import time
 from typing import Any
 
 import jax
+import ml_collections
 
-from configs import study as study_config
 from gpjax.core import multirun
 from gpjax.core import parallel
 from gpjax.studies import grid as study
 from gpjax.core import trainer
-from gpjax.bench import steps
+from gpjax import checks
+from gpjax.bench import fields, steps
 from gpjax.tasks import classification
+from gpjax.errors import ConfigError
+from gpjax.checks import at_least, one_of
 
 
-def add_seeds(subparsers) -> None:
-  p = subparsers.add_parser('seeds', help='seeds of one config in one program vs one after '
-                            'another (gpjax.core.multirun), and the PyTorch step')
-  p.add_argument('--seeds', type=int, default=3, help='R: runs stepped together')
-  p.add_argument('--modes', type=steps._csv(str), default=['sequential', 'unroll', 'vmap', 'map'],
-                 help='gpjax.core.multirun modes to time, comma separated (sequential first)')
-  p.add_argument('--width', type=int, default=8, help='channels of stage 1 (CPU study: 8)')
-  p.add_argument('--source-size', type=int, default=16,
-                 help='side of the sources (CPU study: 16; canvases are grid times it)')
-  p.add_argument('--grid', type=int, default=3)
-  p.add_argument('--batch', type=int, default=32, help='batch of each run (CPU study: 32)')
-  p.add_argument('--head', default='gapnet', choices=('gapnet', 'permutenet'))
-  p.add_argument('--backbone', default='resnet18', choices=('resnet18',))
-  p.add_argument('--steps', type=int, default=20, help='timed group steps (median)')
-  p.add_argument('--warmup', type=int, default=3, help='untimed group steps after compiling')
-  p.add_argument('--torch', default='auto', choices=('auto', 'off'),
-                 help='auto: time the PyTorch step where torch is installed')
-  p.add_argument('--cell-steps', type=int, default=0,
-                 help='train a real study cell of this many steps in each --cell-modes (0 = no)')
-  p.add_argument('--cell-modes', type=steps._csv(str), default=['sequential', 'unroll'])
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--out', default='', help='write the JSON record to this file')
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field, its value and what is allowed."""
+  at_least('seeds', config.seeds, 2)
+  for name in ('width', 'source_size', 'grid', 'batch', 'steps'):
+    at_least(name, config[name], 1)
+  for name in ('warmup', 'cell_steps', 'seed'):
+    at_least(name, config[name], 0)
+  one_of('head', config.head, ('gapnet', 'permutenet'))
+  one_of('backbone', config.backbone, ('resnet18',))
+  one_of('torch', config.torch, ('auto', 'off'))
+  for name in ('modes', 'cell_modes'):
+    fields.each(name, config[name], one_of, multirun.MODES[1:])
+    if config[name][0] != 'sequential':
+      raise ConfigError(f'config.{name}={config[name]!r} is not allowed; it must start with '
+                        "'sequential', the baseline.")
+  classification.check(steps._step_config(config, config.batch, 'float32'))  # config.base.
+  if config.cell_steps:
+    classification.check(config.cell)
 
 
-def _check(args: argparse.Namespace) -> None:
-  if args.seeds < 2 or args.steps < 1 or args.warmup < 0 or args.batch < 1:
-    raise SystemExit('--seeds must be >= 2, --steps and --batch >= 1, --warmup >= 0.')
-  for mode in args.modes + args.cell_modes:
-    if mode not in multirun.MODES[1:]:
-      raise SystemExit(f'mode {mode!r}: choose from {multirun.MODES[1:]}.')
-  if args.modes[0] != 'sequential' or args.cell_modes[0] != 'sequential':
-    raise SystemExit('--modes and --cell-modes start with sequential, the baseline.')
-  if args.batch % jax.device_count():
-    raise SystemExit(f'--batch {args.batch} must be divisible by the {jax.device_count()} '
-                     'devices.')
-
-
-def _group_times(args, mode, setup_step, model, tx, mesh, canvas_shape):
+def _group_times(config, mode, setup_step, model, tx, mesh, canvas_shape):
   """(compile seconds, per-group-step seconds) of one mode, fresh states for every run."""
-  num = args.seeds
-  states = [trainer.init_state(args.seed + r, model, tx, canvas_shape, mesh) for r in range(num)]
-  hosts = [steps.host_sources(args.batch, args.seed + r, args.source_size) for r in range(num)]
+  num = config.seeds
+  states = [trainer.init_state(config.seed + r, model, tx, canvas_shape, mesh)
+            for r in range(num)]
+  hosts = [steps.host_sources(config.batch, config.seed + r, config.source_size)
+           for r in range(num)]
   if mode == 'sequential':
     single = parallel.shard_step(setup_step, mesh, outputs=2, donate=True)
     batches = [parallel.to_global(mesh, h) for h in hosts]
@@ -105,40 +95,42 @@ def _group_times(args, mode, setup_step, model, tx, mesh, canvas_shape):
       holder[0], metrics = compiled(holder[0], batch)
       return holder[0], metrics
   seconds = []
-  for i in range(args.warmup + args.steps):
+  for i in range(config.warmup + config.steps):
     start = time.perf_counter()
     jax.block_until_ready(step())
-    if i >= args.warmup:
+    if i >= config.warmup:
       seconds.append(time.perf_counter() - start)
   return compile_s, seconds
 
 
-def _torch_step(args: argparse.Namespace, canvas_side: int) -> dict[str, Any]:
-  """The PyTorch reference's record from a child process, or why there is none."""
-  cmd = [sys.executable, '-m', 'gpjax.bench.torch_reference', '--width', str(args.width),
-         '--batch', str(args.batch), '--size', str(canvas_side),
-         '--classes', str(args.grid ** 2), '--steps', str(args.steps),
-         '--warmup', str(args.warmup), '--threads', str(os.cpu_count())]
+def torch_step(config: ml_collections.ConfigDict, batch: int, canvas_side: int
+               ) -> dict[str, Any]:
+  """The PyTorch reference's record at ``batch`` from a child process, or why there is none."""
+  cmd = [sys.executable, '-m', 'gpjax.bench.torch_reference', '--width', str(config.width),
+         '--batch', str(batch), '--size', str(canvas_side),
+         '--classes', str(config.grid ** 2), '--steps', str(config.steps),
+         '--warmup', str(config.warmup), '--threads', str(os.cpu_count())]
   done = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if done.returncode != 0:
     return {'error': (done.stderr.strip().splitlines() or ['no output'])[-1]}
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _cell(args: argparse.Namespace) -> dict[str, Any]:
-  """A real study cell of R seeds trained end to end in each of ``--cell-modes``."""
-  base = study_config.get_config('cpu').base
-  base.train.steps = base.train.eval_every = args.cell_steps
-  base.train.eval_at = ''
-  base.seed = args.seed
-  configs = [config for _, config in study.grid(base, [('s{seed}', {})], args.seeds)]
+def _cell(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A real study cell of R seeds trained end to end in each of ``config.cell_modes``."""
+  base = copy.deepcopy(config.cell)
+  base.train.steps = base.train.eval_every = config.cell_steps
+  base.train.eval_at = ()
+  base.seed = config.seed
+  configs = [c for _, c in study.grid(base, [('s{seed}', {})], config.seeds)]
   classification.load_data(base)  # Built on first use: outside every timed mode.
   rows = []
-  for mode in args.cell_modes:
+  for mode in config.cell_modes:
     with tempfile.TemporaryDirectory() as root:
       start = time.perf_counter()
       results = multirun.train_group(configs, [os.path.join(root, f's{r}')
-                                               for r in range(args.seeds)], classification, mode)
+                                               for r in range(config.seeds)],
+                                     classification.TASK, mode)
       rows.append({'mode': mode, 'wall_seconds': time.perf_counter() - start,
                    'test_accuracies': [r['test_accuracy'] for r in results],
                    'test_losses': [r['test_loss'] for r in results]})
@@ -146,50 +138,49 @@ def _cell(args: argparse.Namespace) -> dict[str, Any]:
     row['speedup_vs_sequential'] = rows[0]['wall_seconds'] / row['wall_seconds']
     row['equal_to_sequential'] = all(row[k] == rows[0][k]
                                      for k in ('test_accuracies', 'test_losses'))
-  return {'steps': args.cell_steps, 'task': base.task, 'head': base.model.head,
+  return {'steps': config.cell_steps, 'task': base.task, 'head': base.model.head,
           'padding': base.model.padding, 'width': base.model.width,
           'batch': base.train.batch_size, 'data': base.data.name, 'results': rows}
 
 
-def bench_seeds(args: argparse.Namespace) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Times every mode's group step, then the PyTorch step and the real cell if asked."""
-  _check(args)
+  del workdir  # Nothing is kept but the record, which gpjax.bench writes there.
+  steps.check_devices('batch', (config.batch,))
   mesh = parallel.make_mesh()
-  step_args = argparse.Namespace(seed=args.seed, grid=args.grid, backbone=args.backbone,
-                                 head=args.head, width=args.width)
-  config = steps._step_config(step_args, args.batch, 'float32')
-  model = classification.create_model(config, args.grid ** 2)
-  tx = trainer.create_optimizer(config.train, config.train.steps)
+  step_config = steps._step_config(config, config.batch, 'float32')
+  model = classification.create_model(step_config, config.grid ** 2)
+  tx = trainer.create_optimizer(step_config.train, step_config.train.steps)
   info = steps._SyntheticInfo()
   train_step = lambda state, batch: classification.train_step(  # noqa: E731
-      state, batch, model=model, tx=tx, config=config, info=info)
-  side = args.grid * args.source_size
+      state, batch, model=model, tx=tx, config=step_config, info=info)
+  side = config.grid * config.source_size
   rows = []
-  for mode in args.modes:
-    compile_s, seconds = _group_times(args, mode, train_step, model, tx, mesh, (side, side, 3))
+  for mode in config.modes:
+    compile_s, seconds = _group_times(config, mode, train_step, model, tx, mesh, (side, side, 3))
     rows.append({'mode': mode, 'seconds_per_group_step': statistics.median(seconds),
                  'seconds_per_group_step_all': seconds, 'compile_seconds': compile_s,
-                 'images_per_s': args.seeds * args.batch / statistics.median(seconds)})
+                 'images_per_s': config.seeds * config.batch / statistics.median(seconds)})
   for row in rows:
     row['speedup_vs_sequential'] = (rows[0]['seconds_per_group_step']
                                     / row['seconds_per_group_step'])
-  record = {'settings': {**{k: v for k, v in vars(args).items() if k != 'command'},
-                         'canvas_size': side, 'optimizer': 'adam', 'dtype': 'float32',
-                         'source': f'synthetic uint8 {args.source_size}x{args.source_size}x3'},
+  record = {'settings': {**fields.settings(config), 'canvas_size': side,
+                         'optimizer': step_config.train.optimizer, 'dtype': 'float32',
+                         'source': f'synthetic uint8 {config.source_size}x{config.source_size}x3'},
             'results': rows}
-  if args.torch == 'auto':
-    torch = _torch_step(args, side)
+  if config.torch == 'auto':
+    torch = torch_step(config, config.batch, side)
     if 'seconds_per_step' in torch:
-      single = rows[0]['seconds_per_group_step'] / args.seeds
+      single = rows[0]['seconds_per_group_step'] / config.seeds
       torch['gpjax_seconds_per_step'] = single
       torch['gpjax_speed_over_torch'] = torch['seconds_per_step'] / single
     record['torch'] = torch
-  if args.cell_steps:
-    record['cell'] = _cell(args)
+  if config.cell_steps:
+    record['cell'] = _cell(config)
   return record
 
 
-def print_seeds(record: dict[str, Any]) -> None:
+def show(record: dict[str, Any]) -> None:
   s = record['settings']
   print(f"seeds: {s['seeds']} runs of a width-{s['width']} {s['backbone']} {s['head']}, "
         f"{s['canvas_size']}x{s['canvas_size']} canvases, batch {s['batch']} each, float32; "

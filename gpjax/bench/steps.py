@@ -1,24 +1,25 @@
 r"""The train / eval / canvas benchmarks: the training code path on synthetic sources.
 
-  python -m gpjax.bench train --batch 48,256,1024 --dtype float32,bfloat16 --out train.json
-  python -m gpjax.bench eval --batch 256,1024 --head permutenet
-  python -m gpjax.bench canvas --batch 1024 --grid 3
+  python -m gpjax.bench --config=configs/bench/train.py --workdir=runs/bench/train
+  python -m gpjax.bench --config=configs/bench/eval.py --workdir=runs/bench/eval \
+      --config.batch=256,1024 --config.head=permutenet
+  python -m gpjax.bench --config=configs/bench/canvas.py --workdir=runs/bench/canvas \
+      --config.batch=1024
 
 Images (canvases) per second of the real
 `gpjax.tasks.classification.train_step` / `eval_step` (under ``jax.shard_map`` over the
 ``data`` axis and ``jax.jit``, the train step with the state donated, as in
 `gpjax.core.trainer.train_and_evaluate`) and of `gpjax.data.canvas.canvas_batch`, for
-each batch x dtype, on synthetic uint8 sources (32x32x3 unless ``--source-size``) already on
-the device (no
-data set; the step's config is configs/location.py's, so ml-collections is needed, but
-no tensorflow-datasets, scikit-learn or tensorboardX is imported). Medians over ``--steps`` timed
-steps after ``--warmup``, each step synchronised with ``block_until_ready``;
-FLOPs per step from XLA's cost analysis of the compiled step (per device),
-TFLOP/s, peak device memory where the backend reports it, and on GPU the rate of
-a bf16 8192^3 matmul measured in the same run and the step's share of it.
+each batch x dtype, on synthetic uint8 sources (``config.source_size`` square) already on
+the device (no data set; the step's config is ``config.base``, configs/location.py's, so
+ml-collections is needed, but no tensorflow-datasets, scikit-learn or tensorboardX is
+imported). Medians over ``config.steps`` timed steps after ``config.warmup``, each step
+synchronised with ``block_until_ready``; FLOPs per step from XLA's cost analysis of the
+compiled step (per device), TFLOP/s, peak device memory where the backend reports it, and
+on GPU the rate of a bf16 8192^3 matmul measured in the same run and the step's share of it.
 """
 
-import argparse
+import copy
 import functools
 import statistics
 import time
@@ -30,13 +31,15 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from configs import location
 from gpjax.core import parallel
 from gpjax.core import trainer
-from gpjax.bench import measure
+from gpjax import checks
+from gpjax.bench import fields, measure
 from gpjax.data import canvas
 from gpjax.models.classifier import BACKBONES
 from gpjax.tasks import classification
+from gpjax.errors import ConfigError
+from gpjax.checks import at_least, one_of
 
 SOURCE_SHAPE = (32, 32, 3)  # CIFAR-sized uint8 sources; canvases are (32g, 32g, 3).
 MATMUL_SIZE_GPU = 8192
@@ -49,16 +52,17 @@ class _SyntheticInfo:
   std = (0.2023, 0.1994, 0.2010)
 
 
-def _step_config(args: argparse.Namespace, batch: int, dtype: str) -> ml_collections.ConfigDict:
-  """configs/location.py (Adam 1e-3, zero padding, flips, zero background) at the
-  benchmark's grid, model, dtype and batch."""
-  config = location.get_config()
-  config.seed = args.seed
-  config.data.grid = args.grid
-  config.model.backbone, config.model.head = args.backbone, args.head
-  config.model.width, config.model.dtype = args.width, dtype
-  config.train.batch_size = config.eval.batch_size = batch
-  return config
+def _step_config(config: ml_collections.ConfigDict, batch: int,
+                 dtype: str) -> ml_collections.ConfigDict:
+  """A copy of ``config.base`` (configs/location.py: Adam 1e-3, zero padding, flips, zero
+  background) at the benchmark's seed, grid, model, dtype and batch."""
+  step = copy.deepcopy(config.base)
+  step.seed = config.seed
+  step.data.grid = config.grid
+  step.model.backbone, step.model.head = config.backbone, config.head
+  step.model.width, step.model.dtype = config.width, dtype
+  step.train.batch_size = step.eval.batch_size = batch
+  return step
 
 
 def host_sources(batch: int, seed: int, size: int = SOURCE_SHAPE[0], *, mask: bool = False
@@ -92,73 +96,44 @@ def _matmul_tflops(size: int, repeats: int) -> float | None:
   return 2 * size ** 3 / seconds / 1e12
 
 
-def _csv(kind):
-  return lambda text: [kind(v) for v in text.split(',') if v]
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field, its value and what is allowed."""
+  fields.each('batch', config.batch, at_least, 1)
+  for name, low in (('grid', 1), ('source_size', 1), ('steps', 1), ('warmup', 0),
+                    ('matmul_size', -1), ('seed', 0)):
+    at_least(name, config[name], low)
+  if config.bench == 'canvas':
+    return
+  fields.each('dtype', config.dtype, one_of, checks.DTYPES)
+  at_least('width', config.width, 1)
+  one_of('head', config.head, ('gapnet', 'permutenet'))
+  one_of('backbone', config.backbone, BACKBONES)
+  classification.check(_step_config(config, config.batch[0], config.dtype[0]))  # config.base.
 
 
-def _add_step_flags(p, *, dtype: bool = True, model: bool = True) -> None:
-  p.add_argument('--batch', type=_csv(int), default=[48, 256, 1024],
-                 help='global batch sizes, comma separated')
-  if dtype:
-    p.add_argument('--dtype', type=_csv(str), default=['float32', 'bfloat16'],
-                   help='compute dtypes (params stay float32), comma separated')
-  if model:
-    p.add_argument('--width', type=int, default=64, help='channels of stage 1 (paper: 64)')
-    p.add_argument('--head', default='gapnet', choices=('gapnet', 'permutenet'))
-    p.add_argument('--backbone', default='resnet18', choices=tuple(BACKBONES))
-  p.add_argument('--grid', type=int, default=3, help='g: g*g classes, canvases g sources wide')
-  p.add_argument('--source-size', type=int, default=SOURCE_SHAPE[0],
-                 help='side of the sources (CIFAR: 32; CPU study: 16)')
-  p.add_argument('--steps', type=int, default=30, help='timed steps (median)')
-  p.add_argument('--warmup', type=int, default=5, help='untimed steps after compiling')
-  p.add_argument('--matmul-size', type=int, default=-1,
-                 help='n of the bf16 n^3 reference matmul; -1 = 8192 on GPU, none elsewhere; '
-                 '0 = none')
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--out', default='', help='write the JSON record to this file')
-
-
-def add_train(subparsers) -> None:
-  _add_step_flags(subparsers.add_parser(
-      'train', help='images/s of the classification train_step (shard_map + jit, donated state)'))
-
-
-def add_eval(subparsers) -> None:
-  _add_step_flags(subparsers.add_parser('eval', help='images/s of the classification eval_step'))
-
-
-def add_canvas(subparsers) -> None:
-  _add_step_flags(subparsers.add_parser(
-      'canvas', help='canvases/s of gpjax.data.canvas.canvas_batch on the device'),
-      dtype=False, model=False)
-
-
-def _check_step_args(args: argparse.Namespace) -> None:
-  if (args.steps < 1 or args.warmup < 0 or not args.batch or min(args.batch) < 1
-      or args.source_size < 1):
-    raise SystemExit('--steps, --source-size and every --batch must be >= 1, --warmup >= 0.')
-  for dtype in getattr(args, 'dtype', []):
-    if dtype not in ('float32', 'bfloat16'):
-      raise SystemExit(f'--dtype {dtype!r}: choose float32 and/or bfloat16.')
-  for b in args.batch:
+def check_devices(field: str, batches: tuple[int, ...]) -> None:
+  """Raises ConfigError unless every batch of ``config.<field>`` divides over the devices."""
+  for b in batches:
     if b % jax.device_count():
-      raise SystemExit(f'--batch {b} must be divisible by the {jax.device_count()} devices.')
+      raise ConfigError(f'config.{field}={b} is not allowed; it must be divisible by the '
+                        f'{jax.device_count()} devices.')
 
 
-def _time_step(compiled, state, batch, args, *, carries_state: bool) -> tuple[list[float], Any]:
-  """Per-step seconds of ``args.steps`` synchronised calls after ``args.warmup`` calls, and
+def _time_step(compiled, state, batch, config: ml_collections.ConfigDict, *,
+               carries_state: bool) -> tuple[list[float], Any]:
+  """Per-step seconds of ``config.steps`` synchronised calls after ``config.warmup`` calls, and
   the last call's output.
 
   With ``carries_state`` the step returns (state, metrics) and the (donated) state is
   fed back, as in the training loop."""
   times = []
-  for i in range(args.warmup + args.steps):
+  for i in range(config.warmup + config.steps):
     start = time.perf_counter()
     out = compiled(state, batch)
     if carries_state:
       state = out[0]
     jax.block_until_ready(out)
-    if i >= args.warmup:
+    if i >= config.warmup:
       times.append(time.perf_counter() - start)
   return times, out
 
@@ -179,91 +154,91 @@ def _row(batch: int, times: list[float], compiled, compile_s: float,
           'device_peak_memory_bytes_so_far': measure.peak_memory_bytes()}
 
 
-def _matmul_size(args: argparse.Namespace) -> int:
-  if args.matmul_size >= 0:
-    return args.matmul_size
+def _matmul_size(config: ml_collections.ConfigDict) -> int:
+  if config.matmul_size >= 0:
+    return config.matmul_size
   return MATMUL_SIZE_GPU if jax.devices()[0].platform == 'gpu' else 0
 
 
-def _bench_steps(args: argparse.Namespace, which: str) -> dict[str, Any]:
+def _bench_steps(config: ml_collections.ConfigDict, which: str) -> dict[str, Any]:
   """Shared body of ``train`` and ``eval``: one compiled step per batch x dtype."""
-  _check_step_args(args)
   mesh = parallel.make_mesh()
   info = _SyntheticInfo()
-  side = args.source_size * args.grid
+  side = config.source_size * config.grid
   canvas_shape = (side, side, 3)
-  matmul_size = _matmul_size(args)
-  matmul_tflops = _matmul_tflops(matmul_size, max(3, min(args.steps, 10)))
+  matmul_size = _matmul_size(config)
+  matmul_tflops = _matmul_tflops(matmul_size, max(3, min(config.steps, 10)))
   rows = []
-  for dtype in args.dtype:
-    for b in args.batch:
-      config = _step_config(args, b, dtype)
-      model = classification.create_model(config, args.grid ** 2)
-      tx = trainer.create_optimizer(config.train, config.train.steps)
-      state = trainer.init_state(args.seed, model, tx, canvas_shape, mesh)
-      batch = _source_batch(mesh, b, args.seed, mask=which == 'eval', size=args.source_size)
+  for dtype in config.dtype:
+    for b in config.batch:
+      step_config = _step_config(config, b, dtype)
+      model = classification.create_model(step_config, config.grid ** 2)
+      tx = trainer.create_optimizer(step_config.train, step_config.train.steps)
+      state = trainer.init_state(config.seed, model, tx, canvas_shape, mesh)
+      batch = _source_batch(mesh, b, config.seed, mask=which == 'eval', size=config.source_size)
       if which == 'train':
         step = parallel.shard_step(functools.partial(classification.train_step, model=model,
-                                                     tx=tx, config=config, info=info), mesh,
-                                   outputs=2, donate=True)
+                                                     tx=tx, config=step_config, info=info),
+                                   mesh, outputs=2, donate=True)
       else:
         step = parallel.shard_step(functools.partial(classification.eval_step, model=model,
-                                                     config=config, info=info), mesh)
+                                                     config=step_config, info=info), mesh)
       start = time.perf_counter()
       compiled = step.lower(state, batch).compile()
       compile_s = time.perf_counter() - start
-      times, out = _time_step(compiled, state, batch, args, carries_state=which == 'train')
+      times, out = _time_step(compiled, state, batch, config, carries_state=which == 'train')
       extra = {'final_loss': float(out[1]['loss'])} if which == 'train' else {}
       rows.append(_row(b, times, compiled, compile_s, matmul_tflops, dtype=dtype, **extra))
       del state, compiled
-  settings = dict(vars(args), image_size=side, matmul_size=matmul_size, optimizer='adam',
-                  source=f'synthetic uint8 {args.source_size}x{args.source_size}x3 on the device')
-  settings.pop('command', None)
+  settings = dict(fields.settings(config), image_size=side, matmul_size=matmul_size,
+                  optimizer=config.base.train.optimizer,
+                  source=f'synthetic uint8 {config.source_size}x{config.source_size}x3 on the '
+                  'device')
   return {'settings': settings, 'matmul_bf16_tflops_per_s': matmul_tflops, 'results': rows}
 
 
-def bench_train(args: argparse.Namespace) -> dict[str, Any]:
-  """Times `classification.train_step` (forward + backward + Adam, canvases made in the step)."""
-  return _bench_steps(args, 'train')
-
-
-def bench_eval(args: argparse.Namespace) -> dict[str, Any]:
-  """Times `classification.eval_step` (canvases + forward + summed metrics)."""
-  return _bench_steps(args, 'eval')
-
-
-def bench_canvas(args: argparse.Namespace) -> dict[str, Any]:
+def _bench_canvas(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Times `canvas.canvas_batch` (flip, zero background), keyed per example as in training."""
-  _check_step_args(args)
   mesh = parallel.make_mesh()
   info = _SyntheticInfo()
-  matmul_size = _matmul_size(args)
-  matmul_tflops = _matmul_tflops(matmul_size, max(3, min(args.steps, 10)))
+  matmul_size = _matmul_size(config)
+  matmul_tflops = _matmul_tflops(matmul_size, max(3, min(config.steps, 10)))
 
   def make(key, batch):
     keys = jax.vmap(functools.partial(jax.random.fold_in, key))(batch['index'])
-    return canvas.canvas_batch(keys, batch['image'], grid=args.grid, mean=info.mean,
+    return canvas.canvas_batch(keys, batch['image'], grid=config.grid, mean=info.mean,
                                std=info.std, background='zero', flip=True)
 
   step = jax.jit(jax.shard_map(make, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
                                out_specs=P(parallel.DATA_AXIS)))
-  key = jax.device_put(jax.random.key(args.seed), parallel.replicated(mesh))
+  key = jax.device_put(jax.random.key(config.seed), parallel.replicated(mesh))
   rows = []
-  for b in args.batch:
-    batch = _source_batch(mesh, b, args.seed, mask=False, size=args.source_size)
+  for b in config.batch:
+    batch = _source_batch(mesh, b, config.seed, mask=False, size=config.source_size)
     start = time.perf_counter()
     compiled = step.lower(key, batch).compile()
     compile_s = time.perf_counter() - start
-    times, _ = _time_step(compiled, key, batch, args, carries_state=False)
+    times, _ = _time_step(compiled, key, batch, config, carries_state=False)
     rows.append(_row(b, times, compiled, compile_s, matmul_tflops, dtype='float32'))
-  settings = dict(vars(args), image_size=args.source_size * args.grid, matmul_size=matmul_size,
-                  background='zero', flip=True,
-                  source=f'synthetic uint8 {args.source_size}x{args.source_size}x3 on the device')
-  settings.pop('command', None)
+  settings = dict(fields.settings(config), image_size=config.source_size * config.grid,
+                  matmul_size=matmul_size, background='zero', flip=True,
+                  source=f'synthetic uint8 {config.source_size}x{config.source_size}x3 on the '
+                  'device')
   return {'settings': settings, 'matmul_bf16_tflops_per_s': matmul_tflops, 'results': rows}
 
 
-def print_steps(record: dict[str, Any]) -> None:
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Times `classification.train_step` (``config.bench='train'``: forward + backward + Adam,
+  canvases made in the step), `classification.eval_step` ('eval': canvases + forward +
+  summed metrics) or `canvas.canvas_batch` ('canvas'); returns the record's body."""
+  del workdir  # Nothing is kept but the record, which gpjax.bench writes there.
+  check_devices('batch', config.batch)
+  if config.bench == 'canvas':
+    return _bench_canvas(config)
+  return _bench_steps(config, config.bench)
+
+
+def show(record: dict[str, Any]) -> None:
   s = record['settings']
   unit = 'canvases/s' if record['benchmark'] == 'canvas' else 'images/s'
   model = ('' if record['benchmark'] == 'canvas' else

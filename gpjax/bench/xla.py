@@ -1,96 +1,86 @@
 r"""The XLA-options benchmark: the training step under each of several ``XLA_FLAGS`` settings
 against XLA's defaults measured in the same run, and against PyTorch's step.
 
-  python -m gpjax.bench xla --width 8 --source-size 16 --batch 16,32,64
-  python -m gpjax.bench xla --width 64 --source-size 32 --batch 16 --out docs/benchmarks/x.json
+  python -m gpjax.bench --config=configs/bench/xla.py --workdir=runs/bench/xla \
+      --config.batch=16,32,64
+  python -m gpjax.bench --config=configs/bench/xla.py --workdir=runs/bench/xla64 \
+      --config.width=64 --config.source_size=32 --config.batch=16
 
 XLA reads ``XLA_FLAGS`` once, when its backend starts, so every setting runs `gpjax.bench`'s
-``train`` benchmark (the real `classification.train_step`, float32, synthetic sources) in a
-child process of its own. The settings take turns for ``--rounds`` rounds, so that a change
+``train`` benchmark (``config.step_config``: the real `classification.train_step`, float32,
+synthetic sources) in a child process of its own, whose record is kept in
+``DIR/children/``. The settings take turns for ``config.rounds`` rounds, so that a change
 in the machine's load touches all of them alike; each setting's speed is the median over
-rounds of the child's median step, its ratio is over the baseline's (the first setting, XLA's
-defaults). The child's loss after the same steps from the same state and batch tells whether
-a setting changes the numbers (``loss_change``). With torch installed, the same network's
-step in PyTorch (`gpjax.bench.torch_reference`) at each batch, in one more child process.
-Batch shapes are the ``--batch`` axis; the layout of convolutions is XLA's own choice on CPU
-(the flags that hand convolutions to other libraries are among the settings).
+rounds of the child's median step, its ratio is over the baseline's (the first of
+``config.settings``, XLA's defaults). The child's loss after the same steps from the same
+state and batch tells whether a setting changes the numbers (``loss_change``). With torch
+installed, the same network's step in PyTorch (`gpjax.bench.torch_reference`) at each batch,
+in one more child process. Batch shapes are the ``config.batch`` axis; the layout of
+convolutions is XLA's own choice on CPU (the flags that hand convolutions to other libraries
+are among the settings).
 """
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
-from gpjax.bench import seeds, steps
+import ml_collections
 
-# XLA's defaults first (the baseline), then one option each: convolutions and matmuls through
-# XNNPACK or oneDNN, another scheduler, single-threaded Eigen, wider vectors, fast math.
-SETTINGS = ('', '--xla_cpu_use_xnnpack=true', '--xla_cpu_use_onednn=true',
-            '--xla_cpu_enable_concurrency_optimized_scheduler=true',
-            '--xla_cpu_multi_thread_eigen=false', '--xla_cpu_prefer_vector_width=512',
-            '--xla_cpu_enable_fast_math=true')
+from gpjax.bench import fields, seeds
+from gpjax.errors import ConfigError
+from gpjax.checks import at_least, one_of
 
 
-def add_xla(subparsers) -> None:
-  p = subparsers.add_parser('xla', help='the train step under XLA_FLAGS settings vs the '
-                            'defaults, and vs PyTorch')
-  p.add_argument('--settings', type=lambda t: [s.strip() for s in t.split(';')],
-                 default=list(SETTINGS),
-                 help="';'-separated XLA_FLAGS values, the first the baseline ('' = defaults)")
-  p.add_argument('--batch', type=steps._csv(int), default=[32], help='batches, comma separated')
-  p.add_argument('--width', type=int, default=8, help='channels of stage 1 (CPU study: 8)')
-  p.add_argument('--source-size', type=int, default=16,
-                 help='side of the sources (CPU study: 16; canvases are grid times it)')
-  p.add_argument('--grid', type=int, default=3)
-  p.add_argument('--head', default='gapnet', choices=('gapnet', 'permutenet'))
-  p.add_argument('--steps', type=int, default=20, help='timed steps (median)')
-  p.add_argument('--warmup', type=int, default=3, help='untimed steps after compiling')
-  p.add_argument('--rounds', type=int, default=2, help='turns of every setting')
-  p.add_argument('--torch', default='auto', choices=('auto', 'off'),
-                 help='auto: time the PyTorch step where torch is installed')
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--out', default='', help='write the JSON record to this file')
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field, its value and what is allowed."""
+  if (not isinstance(config.settings, tuple) or not config.settings
+      or not all(isinstance(s, str) for s in config.settings)
+      or len(set(config.settings)) != len(config.settings)):
+    raise ConfigError(f'config.settings={config.settings!r} is not allowed; give a tuple of '
+                      "distinct XLA_FLAGS strings, the first the baseline ('' = defaults).")
+  fields.each('batch', config.batch, at_least, 1)
+  for name in ('width', 'source_size', 'grid', 'steps', 'rounds'):
+    at_least(name, config[name], 1)
+  for name in ('warmup', 'seed'):
+    at_least(name, config[name], 0)
+  one_of('head', config.head, ('gapnet', 'permutenet'))
+  one_of('torch', config.torch, ('auto', 'off'))
+  if not os.path.isfile(config.step_config):
+    raise ConfigError(f'config.step_config={config.step_config!r} is not allowed; it must be '
+                      'the train benchmark\'s config file, e.g. configs/bench/train.py.')
 
 
-def _child(args: argparse.Namespace, setting: str) -> dict[str, Any]:
-  """The ``train`` benchmark's record under XLA_FLAGS ``setting``, or ``{'error': line}``."""
-  with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, 'record.json')
-    cmd = [sys.executable, '-m', 'gpjax.bench', 'train', '--batch',
-           ','.join(map(str, args.batch)), '--dtype', 'float32', '--width', str(args.width),
-           '--head', args.head, '--grid', str(args.grid), '--source-size', str(args.source_size),
-           '--steps', str(args.steps), '--warmup', str(args.warmup), '--matmul-size', '0',
-           '--seed', str(args.seed), '--out', out]
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {setting}".strip())
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-      return {'error': (done.stderr.strip().splitlines() or ['no output'])[-1]}
-    with open(out) as f:
-      return json.load(f)
+def _child(config: ml_collections.ConfigDict, setting: str, workdir: str) -> dict[str, Any]:
+  """The ``train`` benchmark's record under XLA_FLAGS ``setting`` (kept in ``workdir``), or
+  ``{'error': line}``."""
+  cmd = [sys.executable, '-m', 'gpjax.bench', f'--config={config.step_config}',
+         f'--workdir={workdir}', f"--config.batch={','.join(map(str, config.batch))}",
+         '--config.dtype=float32', f'--config.width={config.width}',
+         f'--config.head={config.head}', f'--config.grid={config.grid}',
+         f'--config.source_size={config.source_size}', f'--config.steps={config.steps}',
+         f'--config.warmup={config.warmup}', '--config.matmul_size=0',
+         f'--config.seed={config.seed}']
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {setting}".strip())
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+  if done.returncode != 0:
+    return {'error': (done.stderr.strip().splitlines() or ['no output'])[-1]}
+  with open(os.path.join(workdir, 'train.json')) as f:
+    return json.load(f)
 
 
-def bench_xla(args: argparse.Namespace) -> dict[str, Any]:
-  """Every setting's step per batch over ``--rounds`` turns, its ratio to the baseline, the
-  change of the loss it gives, and the PyTorch step."""
-  if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or not args.batch:
-    raise SystemExit('--rounds, --steps and --batch must be >= 1, --warmup >= 0.')
-  if len(set(args.settings)) != len(args.settings):
-    raise SystemExit(f'--settings repeats a setting: {args.settings}.')
-  records = {s: [] for s in args.settings}
-  for _ in range(args.rounds):
-    for setting in args.settings:
-      records[setting].append(_child(args, setting))
+def _rows(config: ml_collections.ConfigDict, records: dict[str, list[dict[str, Any]]]
+          ) -> list[dict[str, Any]]:
+  """One row per setting x batch (or per failed setting), with its ratio to the baseline."""
   rows = []
   for setting, runs in records.items():
     errors = [r['error'] for r in runs if 'error' in r]
     if errors:
       rows.append({'setting': setting, 'error': errors[0]})
       continue
-    for i, b in enumerate(args.batch):
+    for i, b in enumerate(config.batch):
       per_round = [r['results'][i]['seconds_per_step'] for r in runs]
       rows.append({'setting': setting, 'batch': b,
                    'seconds_per_step': statistics.median(per_round),
@@ -98,31 +88,58 @@ def bench_xla(args: argparse.Namespace) -> dict[str, Any]:
                    'images_per_s': b / statistics.median(per_round),
                    'compile_seconds': runs[0]['results'][i]['compile_seconds'],
                    'final_loss': runs[0]['results'][i]['final_loss']})
-  base = {r['batch']: r for r in rows if r['setting'] == args.settings[0] and 'batch' in r}
+  base = _baseline(config, rows)
   for r in rows:
     if 'batch' in r and r['batch'] in base:
       r['speed_over_baseline'] = base[r['batch']]['seconds_per_step'] / r['seconds_per_step']
       r['loss_change'] = r['final_loss'] - base[r['batch']]['final_loss']
-  side = args.grid * args.source_size
-  record = {'settings': {**{k: v for k, v in vars(args).items() if k != 'command'},
-                         'canvas_size': side, 'optimizer': 'adam', 'dtype': 'float32'},
+  return rows
+
+
+def _baseline(config: ml_collections.ConfigDict, rows: list[dict[str, Any]]
+              ) -> dict[int, dict[str, Any]]:
+  """The baseline setting's row of each batch it ran."""
+  return {r['batch']: r for r in rows if r['setting'] == config.settings[0] and 'batch' in r}
+
+
+def _torch(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
+           side: int) -> list[dict[str, Any]]:
+  """The PyTorch step at each batch, against the baseline's and the best setting's."""
+  base = _baseline(config, rows)
+  out = []
+  for b in config.batch:
+    torch = seeds.torch_step(config, b, side)
+    if 'seconds_per_step' in torch and b in base:
+      torch['batch'] = b
+      torch['gpjax_default_speed_over_torch'] = (torch['seconds_per_step']
+                                                 / base[b]['seconds_per_step'])
+      best = min((r for r in rows if r.get('batch') == b), key=lambda r: r['seconds_per_step'])
+      torch['gpjax_best_setting'] = best['setting']
+      torch['gpjax_best_speed_over_torch'] = torch['seconds_per_step'] / best['seconds_per_step']
+    out.append(torch)
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Every setting's step per batch over ``config.rounds`` turns, its ratio to the baseline,
+  the change of the loss it gives, and the PyTorch step. Child records go to
+  ``workdir/children/S_rR/train.json`` (S: the setting's index in ``config.settings``)."""
+  records = {s: [] for s in config.settings}
+  for r in range(config.rounds):
+    for i, setting in enumerate(config.settings):
+      child_dir = os.path.join(workdir, 'children', f'{i}_r{r}')
+      records[setting].append(_child(config, setting, child_dir))
+  rows = _rows(config, records)
+  side = config.grid * config.source_size
+  record = {'settings': {**fields.settings(config), 'canvas_size': side, 'optimizer': 'adam',
+                         'dtype': 'float32'},
             'results': rows}
-  if args.torch == 'auto':
-    record['torch'] = []
-    for b in args.batch:
-      torch = seeds._torch_step(argparse.Namespace(**{**vars(args), 'batch': b}), side)
-      if 'seconds_per_step' in torch and b in base:
-        torch['batch'] = b
-        torch['gpjax_default_speed_over_torch'] = (torch['seconds_per_step']
-                                                   / base[b]['seconds_per_step'])
-        best = min((r for r in rows if r.get('batch') == b), key=lambda r: r['seconds_per_step'])
-        torch['gpjax_best_setting'] = best['setting']
-        torch['gpjax_best_speed_over_torch'] = torch['seconds_per_step'] / best['seconds_per_step']
-      record['torch'].append(torch)
+  if config.torch == 'auto':
+    record['torch'] = _torch(config, rows, side)
   return record
 
 
-def print_xla(record: dict[str, Any]) -> None:
+def show(record: dict[str, Any]) -> None:
   s = record['settings']
   print(f"xla: width-{s['width']} resnet18 {s['head']}, {s['canvas_size']}x{s['canvas_size']} "
         f"canvases, float32, {s['rounds']} rounds; {record['device_kind']} "

@@ -1,0 +1,1 @@
+"""Benchmark configs: one ``NAME.py`` per benchmark of ``python -m gpjax.bench``."""
