@@ -41,6 +41,8 @@ flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (mult
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
 flags.DEFINE_integer('process_id', None, 'This process (multi-host).')
+flags.DEFINE_bool('traceback', False, 'On an error, raise it with its traceback instead of '
+                  'printing its one line.')
 flags.DEFINE_bool('restart', False, 'Move the run already in --workdir aside to '
                   'DIR.old-YYYYmmdd-HHMMSS (nothing is deleted) and start afresh.')
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -93,21 +95,8 @@ def main(argv: list[str]) -> None:
     sys.exit(f'Bad config: {e}')
   if not FLAGS.workdir:
     sys.exit("Bad flag: --workdir='' names no directory; give one, e.g. --workdir=runs/NAME.")
-  import jax
-  if FLAGS.distributed:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  index = jax.process_index()
   try:
-    with workdir_lib.claim(FLAGS.workdir, FLAGS.config.to_dict(), restart=FLAGS.restart,
-                           process_index=index) as moved:
-      if moved:
-        print(f'The old run is now in {moved}.', flush=True)
-      if index == 0:
-        writers.write_json(os.path.join(FLAGS.workdir, 'config.json'), FLAGS.config.to_dict())
-      if FLAGS.distributed:  # Nobody reads the workdir before process 0 has claimed it.
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices('gpjax.main: workdir claimed')
-      job.run(FLAGS.config, FLAGS.workdir)
+    _run(job)
   except WorkdirError as e:
     sys.exit(f'Bad workdir: {e}')
   except ConfigError as e:  # Config checks that need the devices or the data set.
@@ -116,7 +105,29 @@ def main(argv: list[str]) -> None:
     sys.exit(f'Data not prepared: {e}')
   except FloatingPointError as e:  # A diverged run: the message names the step.
     sys.exit(f'Stopped: {e}')
+  except Exception as e:  # Files, checkpoints, runs, memory: one line unless --traceback.
+    if FLAGS.traceback:
+      raise
+    message = ' '.join(str(e).split()) or 'no message'
+    sys.exit(f'Failed: {type(e).__name__}: {message} (--traceback shows where)')
 
+
+def _run(job) -> None:
+  """Starts the processes, claims the workdir (process 0 writes config.json) and runs."""
+  import jax
+  if FLAGS.distributed:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  index = jax.process_index()
+  with workdir_lib.claim(FLAGS.workdir, FLAGS.config.to_dict(), restart=FLAGS.restart,
+                         process_index=index) as moved:
+    if moved:
+      print(f'The old run is now in {moved}.', flush=True)
+    if index == 0:
+      writers.write_json(os.path.join(FLAGS.workdir, 'config.json'), FLAGS.config.to_dict())
+    if FLAGS.distributed:  # Nobody reads the workdir before process 0 has claimed it.
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices('gpjax.main: workdir claimed')
+    job.run(FLAGS.config, FLAGS.workdir)
 
 if __name__ == '__main__':
   app.run(main, flags_parser=parse_flags)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from configs import micro
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_RUN = '/nonexistent/gpjax_run'  # A source workdir that does not exist.
 NOT_A_CHECKPOINT = 'README.md'  # A file that exists but is no torch.save file.
@@ -99,6 +101,10 @@ CASES = {
     'workdir_is_a_file': (['--config=configs/micro.py'], {}, ['Bad workdir:', 'is a file']),
     'workdir_empty': (['--config=configs/micro.py', None, '--workdir='], {},
                       ["--workdir=''", 'names no directory']),
+    # A run whose checkpoints/ is empty (made by the fixture): a fault met at run time.
+    'probe_of_a_run_without_checkpoints': (
+        ['--config=configs/permutation_probe.py', '--config.probe.source_workdir={root}/empty_run'],
+        {}, ['Failed: FileNotFoundError', 'empty_run', '--traceback']),
 }
 
 # The three that printed a traceback: the exact line each must print now.
@@ -126,7 +132,6 @@ NOT_PREPARED = ['--config=configs/micro.py', '--config.data.name=cifar10']
 def _make_workdir(workdir):
   """The workdirs of the 'workdir_*' cases."""
   if workdir.name == 'workdir_of_another_run':  # A run of micro.py at width 8, lr 0.05.
-    from configs import micro
     config = micro.get_config()
     config.model.width, config.train.learning_rate = 8, 0.05
     workdir.mkdir()
@@ -140,6 +145,8 @@ def _make_workdir(workdir):
 def outcomes(tmp_path_factory):
   """Runs every case at once (each is a Python start-up, ~3 s); {name: (code, out, err)}."""
   root = tmp_path_factory.mktemp('cli')
+  (root / 'empty_run' / 'checkpoints').mkdir(parents=True)
+  (root / 'empty_run' / 'config.json').write_text(json.dumps(micro.get_config().to_dict()))
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   cases = {**CASES, **{name: (args, {}, None) for name, (args, _) in EXACT.items()},
            'not_prepared': (NOT_PREPARED, {}, None)}
@@ -148,7 +155,8 @@ def outcomes(tmp_path_factory):
     workdir = [] if None in args else [f'--workdir={root / name}']
     _make_workdir(root / name)
     # A data dir that does not exist: every case must stop before reading data.
-    argv = [sys.executable, '-m', 'gpjax.main', *[a for a in args if a], *workdir]
+    argv = [sys.executable, '-m', 'gpjax.main',
+            *[a.replace('{root}', str(root)) for a in args if a], *workdir]
     if args[0].split('/')[-1].split(':')[0] in TRAINING_CONFIGS:
       argv.append(f'--config.data.data_dir={root / "no_data"}')
     processes[name] = subprocess.Popen(argv, cwd=REPO, env=dict(env, **extra_env),
@@ -178,7 +186,7 @@ def _one_line(outcome):
 @pytest.mark.parametrize('name', list(CASES))
 def test_bad_command_line_gives_one_clear_line(outcomes, name):
   line = _one_line(outcomes[name])
-  assert line.startswith(('Bad flag: ', 'Bad config: ', 'Bad workdir: ')), line
+  assert line.startswith(('Bad flag: ', 'Bad config: ', 'Bad workdir: ', 'Failed: ')), line
   for word in CASES[name][2]:
     assert word in line, (word, line)
 
