@@ -7,13 +7,18 @@ checkpoint is used; a newest checkpoint that fails to load is skipped with a
 warning and the one before it is restored.
 """
 
+from __future__ import annotations
+
 import os
 from typing import Any, Sequence
 
 import jax
-import orbax.checkpoint as ocp
 from absl import logging
-from orbax.checkpoint import checkpoint_managers
+
+from gpjax import lazy
+
+ocp = lazy.Module('orbax.checkpoint')  # 1.5 s to import: only when a job touches checkpoints.
+checkpoint_managers = lazy.Module('orbax.checkpoint.checkpoint_managers')
 
 METRIC = 'test_accuracy'
 

@@ -5,18 +5,15 @@ from typing import Any
 
 import numpy as np
 
-
-class _Pyplot:
-  """matplotlib.pyplot, imported at first use (half a second that jobs without figures and
-  ``--help`` do not pay), with the file-only Agg backend: the same on a laptop and a
-  headless host."""
-
-  def __getattr__(self, name: str) -> Any:
-    importlib.import_module('matplotlib').use('Agg')
-    return getattr(importlib.import_module('matplotlib.pyplot'), name)
+from gpjax import lazy
 
 
-plt = _Pyplot()
+def _file_backend() -> None:
+  """Files only, no display: the same on a laptop and a headless host."""
+  importlib.import_module('matplotlib').use('Agg')
+
+
+plt = lazy.Module('matplotlib.pyplot', before=_file_backend)  # 0.5 s, only for figures.
 
 
 def _save(fig: Any, path: str) -> None:
