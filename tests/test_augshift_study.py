@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from test_study import fake_train
+from test_grid import fake_train
 
 from configs import augshift_study as augshift_config
 from gpjax.studies import augshift as augshift_study
