@@ -11,7 +11,6 @@ finds its peers; elsewhere also give ``--coordinator_address``, ``--num_processe
 
 import glob
 import os
-import re
 import sys
 
 from absl import app
@@ -19,6 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gpjax import cli
 from gpjax import workdir as workdir_lib
 from gpjax.core import writers
 from gpjax.errors import ConfigError, DatasetNotPreparedError, WorkdirError
@@ -47,37 +47,6 @@ flags.DEFINE_bool('restart', False, 'Move the run already in --workdir aside to 
                   'DIR.old-YYYYmmdd-HHMMSS (nothing is deleted) and start afresh.')
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
-
-
-def _check_config_path(argv: list[str]) -> None:
-  """Exits with one line when ``--config=FILE[:variant]`` names no file."""
-  for i, arg in enumerate(argv[1:], 1):
-    value = arg[len('--config='):] if arg.startswith('--config=') else (
-        argv[i + 1] if arg == '--config' and i + 1 < len(argv) else None)
-    if value is not None and not os.path.isfile(value.split(':')[0]):
-      sys.exit(f'Bad flag: --config={value}: no such file {value.split(":")[0]!r}; give a '
-               'config file, e.g. --config=configs/location.py.')
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that turns config mistakes into one clear line."""
-  _check_config_path(argv)
-  try:
-    return FLAGS(argv)
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-    if 'Traceback' in text:  # get_config raised (e.g. an unknown :variant): keep its message.
-      flag = re.match(r'flag (\S+?): ', text)
-      last = text.strip().splitlines()[-1].split(': ', 1)[-1]
-      text = f'{flag[1] if flag else "--config"}: {last}'
-    message = ' '.join(text.replace('\\n', ' ').split()) or type(e).__name__
-    guess = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
-    if isinstance(e, (AttributeError, KeyError)):  # A field name that the config lacks.
-      override = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
-      message = f'unknown config field in {override}'
-      if guess:
-        message += f' ({guess[2]!r}: did you mean {guess[1]!r}?)'
-    sys.exit(f'Bad flag: {message}')
 
 
 def main(argv: list[str]) -> None:
@@ -130,4 +99,4 @@ def _run(job) -> None:
     job.run(FLAGS.config, FLAGS.workdir)
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -107,8 +107,13 @@ CASES = {
         {}, ['Failed: FileNotFoundError', 'empty_run', '--traceback']),
 }
 
-# The three that printed a traceback: the exact line each must print now.
+# The exact line each must print (the last one named every override, not the bad one).
 EXACT = {
+    'unknown_field_among_overrides': (
+        ['--config=configs/micro.py', '--config.train.steps=3', '--config.model.paddin=zero',
+         '--config.train.batch_size=8'],
+        "Bad flag: unknown config field in --config.model.paddin ('paddin': did you mean "
+        "'padding'?)"),
     'unknown_data_name': (
         ['--config=configs/micro.py', '--config.data.name=nosuchset'],
         "Bad config: config.data.name='nosuchset' is not allowed; choose a built-in set "

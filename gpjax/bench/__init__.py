@@ -28,8 +28,6 @@ before any work), ``run(config, workdir) -> dict`` that measures, and ``show(rec
 
 import json
 import os
-import re
-import sys
 from typing import Any
 
 import ml_collections
@@ -37,6 +35,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from gpjax.bench import measure, probe, seeds, steps, xla
+from gpjax import cli
 from gpjax.checks import one_of
 
 # What a config's `bench` field runs: the module with its validate, run and show.
@@ -55,22 +54,8 @@ def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None) -
 
 
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
-  """absl parsing of ``argv`` (program name first) that exits with one line on a mistake."""
-  for arg in argv[1:]:
-    if arg.startswith('--config=') and not os.path.isfile(arg[len('--config='):]):
-      sys.exit(f'Bad flag: {arg}: no such file; give a benchmark config, e.g. '
-               '--config=configs/bench/probe.py.')
-  try:
-    return flag_values(argv)
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-    message = ' '.join(text.replace('\\n', ' ').split()) or type(e).__name__
-    if isinstance(e, (AttributeError, KeyError)):  # A field name that the config lacks.
-      override = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
-      guess = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
-      message = f'unknown config field in {override}' + (
-          f' ({guess[2]!r}: did you mean {guess[1]!r}?)' if guess else '')
-    sys.exit(f'Bad flag: {message}')
+  """`gpjax.cli.parse_flags` with a benchmark config as the example."""
+  return cli.parse_flags(argv, flag_values, example='configs/bench/probe.py')
 
 
 def check(config: ml_collections.ConfigDict) -> None:
