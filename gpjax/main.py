@@ -18,7 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import cli
+from gpjax import cli, compilation_cache
 from gpjax import workdir as workdir_lib
 from gpjax.core import writers
 from gpjax.errors import ConfigError, DatasetNotPreparedError, WorkdirError
@@ -41,6 +41,9 @@ flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (mult
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
 flags.DEFINE_integer('process_id', None, 'This process (multi-host).')
+flags.DEFINE_string('compilation_cache', compilation_cache.default_directory(),
+                    "Directory of JAX's persistent compilation cache, so that a rerun or a job "
+                    "with shapes seen before skips compiling; '' = off.")
 flags.DEFINE_bool('traceback', False, 'On an error, raise it with its traceback instead of '
                   'printing its one line.')
 flags.DEFINE_bool('restart', False, 'Move the run already in --workdir aside to '
@@ -84,6 +87,7 @@ def main(argv: list[str]) -> None:
 def _run(job) -> None:
   """Starts the processes, claims the workdir (process 0 writes config.json) and runs."""
   import jax
+  compilation_cache.enable(FLAGS.compilation_cache)
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   index = jax.process_index()

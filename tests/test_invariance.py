@@ -123,6 +123,32 @@ def test_readout_high_on_position_latents_chance_on_constant():
   assert abs(const['readout_accuracy'] - 1 / 9) < 0.06
 
 
+def test_readout_is_the_same_under_one_and_two_blas_threads(monkeypatch):
+  """The fit runs on one thread whatever the caller's BLAS pool: the same model bit for bit
+  (unpinned, 1 and 2 threads fit these 1500 x 64 latents to different coefficients)."""
+  from sklearn import linear_model
+  from threadpoolctl import threadpool_limits
+  fits = []
+
+  class Recorded(linear_model.LogisticRegression):
+    def fit(self, *args, **kwargs):
+      fits.append(self)
+      return super().fit(*args, **kwargs)
+
+  monkeypatch.setattr(linear_model, 'LogisticRegression', Recorded)
+  rng = np.random.default_rng(0)
+  cells = rng.integers(0, 9, 2000)
+  z = (rng.normal(size=(9, 64))[cells] + 2 * rng.normal(size=(2000, 64))).astype(np.float32)
+  outs = []
+  for threads in (1, 2):
+    with threadpool_limits(limits=threads):
+      outs.append(invariance.location_readout(z[:1500], cells[:1500], z[1500:], cells[1500:],
+                                              num_cells=9))
+  assert outs[0] == outs[1] and outs[0]['readout_accuracy'] > 0.9
+  np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+  np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)
+
+
 def test_readout_on_canvas_latents():
   """Through the canvas builder: a latent that locates the source reads out its cell."""
   rng = np.random.default_rng(1)

@@ -154,6 +154,30 @@ def test_study_commands_rebuild_the_suites_studies(suite):
     assert rebuilt.to_dict() == resolved[name].to_dict(), name
 
 
+def _comparable(tree, workdir):
+  """``tree`` without wall times, its paths under ``workdir`` made relative to it."""
+  if isinstance(tree, dict):
+    return {k: _comparable(v, workdir) for k, v in tree.items()
+            if k not in ('seconds', 'wall_seconds', 'timing_seconds')}
+  if isinstance(tree, list):
+    return [_comparable(v, workdir) for v in tree]
+  return tree.replace(str(workdir), '<workdir>') if isinstance(tree, str) else tree
+
+
+def test_augshift_study_rerun_in_a_fresh_workdir_gives_the_same_results(suite, env, tmp_path):
+  """The suite's AugShift study run again by its printed command into a fresh workdir: the
+  same results.json bit for bit, wall times and workdir paths aside."""
+  workdir, _, _ = suite
+  command = shlex.split(writers.read_json(workdir / 'results.json')['study_commands']['augshift'])
+  command = [sys.executable] + [f'--workdir={tmp_path}' if a.startswith('--workdir=') else a
+                                for a in command[1:]]
+  out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  first = _comparable(writers.read_json(workdir / 'augshift' / 'results.json'), workdir / 'augshift')
+  again = _comparable(writers.read_json(tmp_path / 'results.json'), tmp_path)
+  assert again == first
+
+
 def test_an_unknown_suite_names_the_suites(env, tmp_path):
   out = subprocess.run([sys.executable, '-m', 'gpjax.main', '--config=configs/reproduce.py:quik',
                         f'--workdir={tmp_path}'], cwd=REPO, env=env, capture_output=True,

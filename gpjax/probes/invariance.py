@@ -153,7 +153,7 @@ def location_readout(train_latents: np.ndarray, train_cells: np.ndarray,
   """Linear readout of the cell from frozen latents (N, C).
 
   A multinomial ``LogisticRegression(C=c)`` (lbfgs) on latents standardised with
-  the train statistics (a constant channel stays 0).
+  the train statistics (a constant channel stays 0), fit with one BLAS/OpenMP thread.
 
   Returns:
     ``readout_accuracy`` (test), ``readout_train_accuracy``,
@@ -162,17 +162,23 @@ def location_readout(train_latents: np.ndarray, train_cells: np.ndarray,
   """
   from sklearn.linear_model import LogisticRegression
   from sklearn.preprocessing import StandardScaler
-  scaler = StandardScaler().fit(train_latents)
-  clf = LogisticRegression(C=c, max_iter=max_iter)
-  clf.fit(scaler.transform(train_latents), train_cells)
-  pred = clf.predict(scaler.transform(test_latents))
+  from threadpoolctl import threadpool_limits
+  # The fit's matrix products round differently with 1 and 2 BLAS threads, and lbfgs
+  # stops at a tolerance: on the quick suite's latents the two fits' logits differed
+  # by up to 1.2, enough to move test predictions. One thread: the same fit on every
+  # machine, 0.3 s for the quick suite's readout (two threads: 12 s on a loaded 2-core box).
+  with threadpool_limits(limits=1):
+    scaler = StandardScaler().fit(train_latents)
+    clf = LogisticRegression(C=c, max_iter=max_iter)
+    clf.fit(scaler.transform(train_latents), train_cells)
+    pred = clf.predict(scaler.transform(test_latents))
+    train_accuracy = float(clf.score(scaler.transform(train_latents), train_cells))
   test_cells = np.asarray(test_cells)
   correct = np.bincount(test_cells, weights=pred == test_cells, minlength=num_cells)
   count = np.bincount(test_cells, minlength=num_cells)
   majority = np.bincount(train_cells, minlength=num_cells).argmax()
   return {'readout_accuracy': float((pred == test_cells).mean()),
-          'readout_train_accuracy': float(clf.score(scaler.transform(train_latents),
-                                                    train_cells)),
+          'readout_train_accuracy': train_accuracy,
           'readout_per_cell_accuracy': (correct / np.maximum(count, 1)).tolist(),
           'readout_chance': 1.0 / num_cells,
           'readout_majority': float((test_cells == majority).mean())}

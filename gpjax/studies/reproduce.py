@@ -236,9 +236,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate_config(config)
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if not jax.config.jax_compilation_cache_dir:  # Seeds and reruns reuse compiled programs.
-    jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   resolved = resolve_data(config)
   experiments, timing, preempted = run_studies(resolved, workdir)
   if preempted is not None:
