@@ -227,3 +227,36 @@ def test_sigterm_after_checkpoint_then_corrupt_newest_falls_back(reference, data
   assert int(checkpoint.restore_raw(workdir, 10)['step']) == 10  # Rewritten, readable.
   assert_same_state(workdir, reference)
   assert_same_rows(workdir, reference)
+
+
+def _corrupt(workdir, step):
+  """Overwrites every file of the checkpoint at ``step``."""
+  files = [f for f in glob.glob(os.path.join(workdir, 'checkpoints', str(step), 'state', '**'),
+                                recursive=True) if os.path.isfile(f)]
+  assert files
+  for name in files:
+    with open(name, 'wb') as f:
+      f.write(b'not a checkpoint')
+
+
+def test_readers_fall_back_past_an_unreadable_checkpoint_and_refuse_when_none_loads(
+    tmp_path, capsys):
+  """A probe reads the newest checkpoint that loads, saying so in one line; when none loads,
+  reading and resuming both refuse (training never starts afresh over the files)."""
+  workdir = str(tmp_path)
+  manager = checkpoint.make_manager(workdir, 5)
+  for step in (2, 4):
+    checkpoint.save(manager, step, {'w': np.full(3, step, np.float32)}, {})
+  manager.wait_until_finished()
+  manager.close()
+  _corrupt(workdir, 4)
+  assert float(checkpoint.restore_raw(workdir)['w'][0]) == 2.0
+  assert capsys.readouterr().out == ('WARNING: checkpoint at step 4 could not be restored '
+                                     '(JSONDecodeError); falling back to the previous one.\n')
+  _corrupt(workdir, 2)
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint could be restored \(steps \[2, 4\]'):
+    checkpoint.restore_raw(workdir)
+  manager = checkpoint.make_manager(workdir, 5)
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint of steps \[2, 4\] could be restored'):
+    checkpoint.restore_common([manager], [{'w': np.zeros(3, np.float32)}])
+  manager.close()

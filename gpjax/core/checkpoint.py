@@ -13,7 +13,6 @@ import os
 from typing import Any, Sequence
 
 import jax
-from absl import logging
 
 from gpjax import lazy
 
@@ -57,8 +56,9 @@ def restore_common(managers: Sequence[ocp.CheckpointManager],
   """Restores, for runs trained together, the newest step that every manager holds and
   that loads for all, each into the shapes/shardings of its ``target``.
 
-  Returns ``([state per manager], step)``, or None when they have no such step (a group
-  with no common checkpoint starts afresh).
+  Returns ``([state per manager], step)``, or None when they have no common step (a group
+  with no common checkpoint starts afresh); FileNotFoundError when they have some and none
+  loads.
   """
   abstracts = [jax.tree.map(ocp.utils.to_shape_dtype_struct, t) for t in targets]
   common = set.intersection(*(set(m.all_steps()) for m in managers))
@@ -68,10 +68,11 @@ def restore_common(managers: Sequence[ocp.CheckpointManager],
                 ['state'] for m, a in zip(managers, abstracts)]
       return states, step
     except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
-      logging.warning('Checkpoint at step %d could not be restored (%s: %s); trying the '
-                      'previous one.', step, type(e).__name__, e)
       print(f'WARNING: checkpoint at step {step} could not be restored '
             f'({type(e).__name__}); falling back to the previous one.', flush=True)
+  if common:  # Checkpoints there, none readable: never train afresh over them.
+    raise FileNotFoundError(f'no checkpoint of steps {sorted(common)} could be restored; move '
+                            'the run aside (--restart) to train it again from step 0.')
   return None
 
 
@@ -100,14 +101,25 @@ def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
     if step is not None and step not in manager.all_steps():
       raise FileNotFoundError(f'{directory} holds no checkpoint at step {step}; it holds steps '
                               f'{sorted(manager.all_steps())} (train.keep_at keeps steps).')
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+    if not steps:
       raise FileNotFoundError(f'{directory} holds no complete checkpoint.')
     # Onto one local device: without a target Orbax reuses the saved shardings
     # and refuses a checkpoint written on other devices (e.g. 8 of them).
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                            manager.item_metadata(step)['state'])
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
+    for step in steps:  # The newest that loads, as training resumes (`restore_common`).
+      try:
+        abstract = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            manager.item_metadata(step)['state'])
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))
+        break
+      except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
+        if step == steps[-1]:
+          raise FileNotFoundError(f'{directory}: no checkpoint could be restored (steps '
+                                  f'{sorted(steps)}; the last failed with {type(e).__name__}).'
+                                  ) from None
+        print(f'WARNING: checkpoint at step {step} could not be restored '
+              f'({type(e).__name__}); falling back to the previous one.', flush=True)
   return jax.device_get(restored['state'])
