@@ -28,7 +28,8 @@ from gpjax.registry import JOBS
 def _usage() -> str:
   """--help: this docstring, the jobs a config's ``job`` field can name, and the configs."""
   jobs = '\n'.join(f'  {name:<18} {job.summary}' for name, job in JOBS.items())
-  configs = ' '.join(sorted(glob.glob('configs/*.py'))) or '(none in this folder)'
+  files = sorted(set(glob.glob('configs/*.py')) - {'configs/__init__.py'})
+  configs = ' '.join(files) or '(none in this folder)'
   return (f'{__doc__}\nJobs (a config\'s `job` field):\n{jobs}\n\nConfigs (fields documented '
           f'in each file): {configs}\n')
 
