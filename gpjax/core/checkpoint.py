@@ -42,13 +42,19 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, 
   """Saves ``state`` at ``step``, replacing a checkpoint already there: after a
   resume, the only such one is a newer checkpoint that `restore_common` skipped
   (unreadable, or newer than the other runs' of its group; Orbax refuses to save a
-  step twice)."""
-  if step in manager.all_steps():
-    manager.wait_until_finished()
-    manager.delete(step)
-  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             meta=ocp.args.JsonSave(meta)),
-               metrics=metrics, force=True)
+  step twice). A failed save (a full disk) raises OSError naming the last good step."""
+  try:
+    if step in manager.all_steps():
+      manager.wait_until_finished()
+      manager.delete(step)
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)),
+                 metrics=metrics, force=True)
+  except OSError as e:  # A full or read-only disk: stop now, the run resumes from the last.
+    kept = [s for s in manager.all_steps() if s != step]
+    raise OSError(f'saving the checkpoint at step {step} failed ({e}); the last good one is '
+                  f'step {max(kept) if kept else "none"}: free space and rerun to resume '
+                  'from it.') from e
 
 
 def restore_common(managers: Sequence[ocp.CheckpointManager],
