@@ -10,7 +10,7 @@ from test_grid import fake_train
 from configs import augshift_study as augshift_config
 from gpjax.studies import augshift as augshift_study
 from gpjax.core import writers
-from gpjax.probes import invariance
+from gpjax.probes import runner
 from gpjax.errors import ConfigError
 
 
@@ -36,7 +36,8 @@ def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
   trained = []
   config.study.train_seeds = 'sequential'  # One run at a time: the faked training.
   monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', fake_train(trained))
-  monkeypatch.setattr(invariance, 'run', fake_measure)
+  monkeypatch.setattr(runner, 'run_probe',
+                      lambda _, probe, out_dir: fake_measure(probe, out_dir))
   summary = augshift_study.run_study(config, str(tmp_path))
   # 2 lambdas x 2 seeds, then standard training (one copy, lambda 0) for each seed.
   assert trained[4:] == [f'semantic_linear_zero_g3_standard_s{s}' for s in range(2)]
@@ -57,9 +58,9 @@ def test_augshift_study_measures_every_run(monkeypatch, tmp_path):
   assert os.path.isdir(tmp_path / 'runs/semantic_linear_zero_g3_weight1_s1/invariance_step5')
   for name in ('accuracy.png', 'metrics.png', 'accuracy_vs_shift.png', 'table.md'):
     assert os.path.getsize(tmp_path / name) > 0, name
-  monkeypatch.setattr(invariance, 'run', None)  # Cached: neither measured nor trained again.
+  monkeypatch.setattr(runner, 'run_probe', None)  # Cached: neither measured nor trained again.
   monkeypatch.setattr(augshift_study.classification, 'train_and_evaluate', None)
   assert augshift_study.run_study(config, str(tmp_path)) == summary
   config.evaluator.invariance.num_pairs = 0
   with pytest.raises(ConfigError, match='evaluator.invariance.num_pairs'):
-    augshift_study.validate_study(config)
+    augshift_study.check(config)

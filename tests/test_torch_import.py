@@ -276,7 +276,7 @@ def test_pretrained_backbone_starts_the_segmentation_run(tmp_path, monkeypatch):
   config = seg_configs.get_config('tiny')
   config.model.width, config.model.aspp_features = 64, 8
   config.model.pretrained_backbone = path
-  seg_task.validate_config(config)
+  seg_task.check(config)
   info = SegInfo(name='s', num_classes=3, class_names=('a', 'b', 'c'), image_shape=(32, 32, 3),
                  num_train=4, num_eval=4, eval_split='test')
   monkeypatch.setattr(seg_task, 'load_data', lambda config: (_Scenes(), _Scenes(), info))
