@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import permutation_probe, tiny
-from gpjax.models import orderings
+from gpjax.models import orderings as ordering_lib
 from gpjax import main
 from gpjax.models import Classifier
 from gpjax.probes import permutation as pm
@@ -75,7 +75,7 @@ def linear():
 def _probe(model, variables, images, labels, cells, orderings, *, layer, num_cells,
            ordering_chunk=8, image_chunk=256, mesh=None):
   """`pm.summarize` of the jitted probe (`pm.make_probe`) over in-memory images (N, H, W, 3)."""
-  orderings = orderings.check_orderings(orderings, orderings.probe_model(model, layer).ordering_length())
+  orderings = ordering_lib.check_orderings(orderings, ordering_lib.probe_model(model, layer).ordering_length())
   mesh = mesh or jax.make_mesh((jax.local_device_count(),), ('data',),
                                axis_types=(jax.sharding.AxisType.Explicit,))
   fn = pm.make_probe(model, layer=layer, num_cells=num_cells, ordering_chunk=ordering_chunk,
@@ -88,10 +88,10 @@ def _probe(model, variables, images, labels, cells, orderings, *, layer, num_cel
 
 
 def _logits(model, variables, images, orderings, *, layer, ordering_chunk, image_chunk):
-  """float32 (K, n, classes): the probe's per-ordering logits (`orderings._over_chunks`, one device)."""
+  """float32 (K, n, classes): the probe's per-ordering logits (`ordering_lib._over_chunks`, one device)."""
   @jax.jit
   def run(variables, images, orderings):
-    logits = orderings._over_chunks(model, variables, images, (), orderings, lambda x: x, layer=layer,
+    logits = ordering_lib._over_chunks(model, variables, images, (), orderings, lambda x: x, layer=layer,
                              ordering_chunk=ordering_chunk, image_chunk=image_chunk)
     return jnp.moveaxis(logits, 0, 1).reshape(orderings.shape[0], -1, logits.shape[-1])
 
@@ -99,13 +99,13 @@ def _logits(model, variables, images, orderings, *, layer, ordering_chunk, image
 
 
 def test_random_orderings():
-  rows = orderings.random_orderings(3, 6, 16)
+  rows = ordering_lib.random_orderings(3, 6, 16)
   assert rows.dtype == np.int32 and rows.shape == (6, 16)
   np.testing.assert_array_equal(rows[0], np.arange(16))
   np.testing.assert_array_equal(np.sort(rows, 1), np.tile(np.arange(16), (6, 1)))
   assert len({tuple(r) for r in rows}) == 6
-  np.testing.assert_array_equal(orderings.random_orderings(3, 3, 16), rows[:3])  # Prefix-stable.
-  assert not np.array_equal(orderings.random_orderings(4, 6, 16), rows)
+  np.testing.assert_array_equal(ordering_lib.random_orderings(3, 3, 16), rows[:3])  # Prefix-stable.
+  assert not np.array_equal(ordering_lib.random_orderings(4, 6, 16), rows)
 
 
 @pytest.mark.parametrize('layer', [5, 2])
@@ -113,7 +113,7 @@ def test_identity_equals_plain_evaluation(linear, layer):
   model, variables, images, labels, cells = linear
   logits = np.asarray(model.apply(variables, images, train=False)[0])  # No ordering at all.
   accuracy, per_cell = _accuracies(logits[None], labels, cells)
-  orderings = orderings.random_orderings(0, 3, orderings.probe_model(model, layer).ordering_length())
+  orderings = ordering_lib.random_orderings(0, 3, ordering_lib.probe_model(model, layer).ordering_length())
   result = _probe(model, variables, images, labels, cells, orderings, layer=layer,
                     num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
   assert 0.5 <= result['accuracy_identity'] < 1
@@ -124,7 +124,7 @@ def test_identity_equals_plain_evaluation(linear, layer):
 
 def test_layer5_equals_permuted_dense_kernel(linear):
   model, variables, images, labels, cells = linear
-  orderings = orderings.random_orderings(1, K, 32)  # width 4: stage 4 has 32 channels.
+  orderings = ordering_lib.random_orderings(1, K, 32)  # width 4: stage 4 has 32 channels.
   expected = []
   for p in orderings:
     permuted = jax.tree.map(lambda x: x, variables)
@@ -154,7 +154,7 @@ def test_layers_1_to_4_match_per_ordering_loop(backbone, layer):
   model = _model('gapnet', backbone)
   variables = _variables(model, seed=layer)
   images, labels, cells = _data(model, variables, seed=layer)
-  orderings = orderings.random_orderings(layer, K, orderings.probe_model(model, layer).ordering_length())
+  orderings = ordering_lib.random_orderings(layer, K, ordering_lib.probe_model(model, layer).ordering_length())
   expected = _loop(model, variables, images, orderings, layer)
   logits = _logits(model, variables, images, orderings, layer=layer, ordering_chunk=2,
                            image_chunk=4)
@@ -169,7 +169,7 @@ def test_layers_1_to_4_match_per_ordering_loop(backbone, layer):
 @pytest.mark.parametrize('layer', [5, 3])
 def test_chunk_sizes_do_not_change_results(linear, layer):
   model, variables, images, labels, cells = linear
-  orderings = orderings.random_orderings(2, K, orderings.probe_model(model, layer).ordering_length())
+  orderings = ordering_lib.random_orderings(2, K, ordering_lib.probe_model(model, layer).ordering_length())
   results = [_probe(model, variables, images, labels, cells, orderings, layer=layer,
                       num_cells=GRID * GRID, ordering_chunk=oc, image_chunk=ic)
              for oc, ic in [(1, 1), (2, 3), (K, N)]]
@@ -181,7 +181,7 @@ def test_bad_inputs_give_clear_errors(linear):
   model, variables, images, labels, cells = linear
   run = functools.partial(_probe, model, variables, images, labels, cells, layer=5,
                           num_cells=GRID * GRID)
-  good = orderings.random_orderings(0, 3, 32)
+  good = ordering_lib.random_orderings(0, 3, 32)
   swapped = good.copy()
   swapped[2, 0] = swapped[2, 1]
   with pytest.raises(ValueError, match=r'orderings row 2 is not a permutation of 0..31'):
@@ -195,7 +195,7 @@ def test_bad_inputs_give_clear_errors(linear):
   with pytest.raises(ValueError, match="a GAPNet has no Dense: its pooled vector IS the logits"):
     _probe(_model('gapnet'), variables, images, labels, cells, good, layer=5, num_cells=4)
   with pytest.raises(ValueError, match='num_orderings=0 must be >= 1'):
-    orderings.random_orderings(0, 0, 16)
+    ordering_lib.random_orderings(0, 0, 16)
 
 
 def _write_workdir(path, head):
@@ -282,7 +282,7 @@ def test_sharded_over_two_devices_matches_one(tmp_path):
       model = _model()
       variables = _variables(model)
       images, labels, cells = (a[:{N - 1}] for a in _data(model, variables))
-      orderings = orderings.random_orderings(0, 3, 8)
+      orderings = ordering_lib.random_orderings(0, 3, 8)
       def run(devices):
         mesh = jax.make_mesh((devices,), ('data',), devices=jax.devices()[:devices],
                              axis_types=(jax.sharding.AxisType.Explicit,))
@@ -309,7 +309,7 @@ def test_a_calls_working_memory_is_set_by_its_chunks_not_its_images(layer):
                        axis_types=(jax.sharding.AxisType.Explicit,))
   sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   variables = jax.eval_shape(lambda: _variables(model))
-  orderings = jax.ShapeDtypeStruct((K, orderings.probe_model(model, layer).ordering_length()), jnp.int32)
+  orderings = jax.ShapeDtypeStruct((K, ordering_lib.probe_model(model, layer).ordering_length()), jnp.int32)
 
   def temp_bytes(n, image_chunk):
     fn = pm.make_probe(model, layer=layer, num_cells=GRID * GRID, ordering_chunk=2,

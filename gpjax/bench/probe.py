@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from gpjax.models import orderings
+from gpjax.models import orderings as ordering_lib
 from gpjax.core import parallel
 from gpjax.bench import fields, measure
 from gpjax.models.classifier import BACKBONES, PERMUTE_LAYERS, Classifier
@@ -105,7 +105,7 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
   k_init, k_canvas = jax.random.split(jax.random.key(config.seed))
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False),
                       out_shardings=replicated)(k_init)
-  orderings = orderings.random_orderings(config.seed, config.orderings,
+  orderings = ordering_lib.random_orderings(config.seed, config.orderings,
                                            model.ordering_length())
 
   def make_inputs(batch):  # This device's canvases; location task: label = cell.
