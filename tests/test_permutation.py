@@ -201,7 +201,8 @@ def test_bad_inputs_give_clear_errors(linear):
 def _write_workdir(path, head):
   os.makedirs(os.path.join(path, 'checkpoints'))
   with open(os.path.join(path, 'config.json'), 'w') as f:
-    json.dump(tiny.get_config().to_dict() | {'model': {'head': head}}, f)
+    config = tiny.get_config().to_dict()
+    json.dump(config | {'model': config['model'] | {'head': head}}, f)
 
 
 def _probe_config(source, **fields):
@@ -228,6 +229,8 @@ def test_config_validation(tmp_path):
       (_probe_config(tmp_path / 'linear', num_orderings=0), 'config.probe.num_orderings=0'),
       (_probe_config(tmp_path / 'linear', ordering_chunk=0), 'config.probe.ordering_chunk=0'),
       (_probe_config(tmp_path / 'linear', dtype='float16'), "config.probe.dtype='float16'"),
+      (_probe_config(tmp_path / 'linear', layer=1, num_orderings=40321),  # Width 8: 8! = 40320.
+       r'config.probe.num_orderings=40321: 8 channels at layer 1 have only 40320 orderings'),
   ]
   for config, message in cases:
     with pytest.raises(ConfigError, match=message):
