@@ -28,6 +28,8 @@ from configs import semantic
 
 
 def get_config(job: str = 'train') -> ml_collections.ConfigDict:
+  if job not in ('train', 'invariance'):
+    raise ValueError(f"variant {job!r} is not one of ('train', 'invariance').")
   if job == 'invariance':
     return invariance_config()
   config = semantic.get_config()

@@ -25,8 +25,10 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS,
   _check_config_path(argv, example)
   try:
     return flag_values(argv)
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+  except Exception as e:  # A config file that does not load, a mistyped field or value.
     text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    if not isinstance(e, (AttributeError, KeyError, TypeError, ValueError, flags.Error)):
+      text = f'--config: {type(e).__name__}: {e}'
     if 'Traceback' in text:  # get_config raised (e.g. an unknown :variant): keep its message.
       flag = re.match(r'flag (\S+?): ', text)
       last = text.strip().splitlines()[-1].split(': ', 1)[-1]

@@ -55,7 +55,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    sys.exit(f'Bad flag: unexpected arguments {argv[1:]}; every option is a --flag, e.g. '
+             '--config.train.steps=100.')
   if not FLAGS['verbosity'].present:  # Orbax logs every save at INFO.
     logging.set_verbosity(logging.WARNING)
   if FLAGS.config.job not in JOBS:
@@ -66,6 +67,8 @@ def main(argv: list[str]) -> None:
     job.check(FLAGS.config)
   except ConfigError as e:
     sys.exit(f'Bad config: {e}')
+  except Exception as e:  # A file the check reads (a source's config.json) that is corrupt.
+    _fail(e)
   if not FLAGS.workdir:
     sys.exit("Bad flag: --workdir='' names no directory; give one, e.g. --workdir=runs/NAME.")
   try:
@@ -79,10 +82,15 @@ def main(argv: list[str]) -> None:
   except FloatingPointError as e:  # A diverged run: the message names the step.
     sys.exit(f'Stopped: {e}')
   except Exception as e:  # Files, checkpoints, runs, memory: one line unless --traceback.
-    if FLAGS.traceback:
-      raise
-    message = ' '.join(str(e).split()) or 'no message'
-    sys.exit(f'Failed: {type(e).__name__}: {message} (--traceback shows where)')
+    _fail(e)
+
+
+def _fail(e: Exception) -> None:
+  """Exits with one line naming ``e``, or raises it with its traceback (--traceback)."""
+  if FLAGS.traceback:
+    raise e
+  message = ' '.join(str(e).split()) or 'no message'
+  sys.exit(f'Failed: {type(e).__name__}: {message} (--traceback shows where)')
 
 
 def _run(job) -> None:

@@ -81,14 +81,16 @@ def test_sizes_the_task_and_the_backbone_need():
   with pytest.raises(ConfigError, match=r"config.data.grid=1 with config.task='location'"):
     classification.check(config)
   config = micro.get_config()
-  config.data.image_size = 1  # A 2x2 canvas: ResNet's stem and 3 strided stages need 16x16.
+  config.data.image_size = 1  # A 2x2 canvas: ResNet's stem and 2 strided stages need 8x8.
   with pytest.raises(ConfigError) as e:
     classification.check(config)
   assert str(e.value) == ('config.data.image_size=1: a 2x2 canvas (grid 2) is smaller than the '
-                          '16x16 that resnet18 downsamples to 1x1; give image_size >= 8.')
+                          '8x8 that resnet18 needs to reach its last stage wider than 1x1; give '
+                          'image_size >= 4.')
+  config.data.image_size = 4
+  classification.check(config)
   config.model.stem = 'imagenet'  # Its max-pool halves once more.
-  config.data.image_size = 8
-  with pytest.raises(ConfigError, match='the 32x32 that resnet18'):
+  with pytest.raises(ConfigError, match='the 16x16 that resnet18'):
     classification.check(config)
 
 

@@ -57,7 +57,7 @@ def test_micro_run_learns_location(micro_run, data_dir):
   with open(os.path.join(workdir, 'results.json')) as f:
     on_disk = json.load(f)
   assert on_disk == json.loads(json.dumps(results))
-  assert on_disk['config'] == config.to_dict()
+  assert on_disk['config'] == json.loads(json.dumps(config.to_dict()))  # Tuples as lists.
   assert on_disk['steps'] == config.train.steps == 30
   assert on_disk['dataset'] == 'gpjax_photos'
   assert on_disk['num_devices'] == jax.device_count() and on_disk['num_processes'] == 1
@@ -103,7 +103,7 @@ def test_micro_run_metrics_and_files(micro_run):
       max(r['test_accuracy'] for r in test_rows), rel=1e-6)
 
   with open(os.path.join(workdir, 'config.json')) as f:
-    assert json.load(f) == config.to_dict()
+    assert json.load(f) == json.loads(json.dumps(config.to_dict()))
 
   with open(os.path.join(workdir, 'per_location_accuracy.png'), 'rb') as f:
     png = f.read()

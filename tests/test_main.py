@@ -102,6 +102,14 @@ CASES = {
     'workdir_empty': (['--config=configs/micro.py', None, '--workdir='], {},
                       ["--workdir=''", 'names no directory']),
     # A run whose checkpoints/ is empty (made by the fixture): a fault met at run time.
+    'extra_argument': (['--config=configs/micro.py', 'extra'], {},
+                       ["unexpected arguments ['extra']"]),
+    'augshift_variant': (['--config=configs/augshift.py:nosuch'], {},
+                         ["variant 'nosuch'", "'train', 'invariance'"]),
+    'study_probe_layer': (['--config=configs/study.py', '--config.study.probe_layers=(7,)'], {},
+                          ['config.study.probe_layers=7', '(1, 2, 3, 4, 5)']),
+    'config_syntax_error': (['--config={root}/syntax_error.py'], {},
+                            ['--config: SyntaxError', 'syntax_error.py', 'line 2']),
     'probe_of_a_run_without_checkpoints': (
         ['--config=configs/permutation_probe.py', '--config.probe.source_workdir={root}/empty_run'],
         {}, ['Failed: FileNotFoundError', 'empty_run', '--traceback']),
@@ -150,6 +158,7 @@ def _make_workdir(workdir):
 def outcomes(tmp_path_factory):
   """Runs every case at once (each is a Python start-up, ~3 s); {name: (code, out, err)}."""
   root = tmp_path_factory.mktemp('cli')
+  (root / 'syntax_error.py').write_text('def get_config(:\n')
   (root / 'empty_run' / 'checkpoints').mkdir(parents=True)
   (root / 'empty_run' / 'config.json').write_text(json.dumps(micro.get_config().to_dict()))
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)

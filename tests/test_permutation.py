@@ -75,7 +75,8 @@ def linear():
 def _probe(model, variables, images, labels, cells, orderings, *, layer, num_cells,
            ordering_chunk=8, image_chunk=256, mesh=None):
   """`pm.summarize` of the jitted probe (`pm.make_probe`) over in-memory images (N, H, W, 3)."""
-  orderings = ordering_lib.check_orderings(orderings, ordering_lib.probe_model(model, layer).ordering_length())
+  orderings = ordering_lib.check_orderings(
+      orderings, ordering_lib.probe_model(model, layer).ordering_length())
   mesh = mesh or jax.make_mesh((jax.local_device_count(),), ('data',),
                                axis_types=(jax.sharding.AxisType.Explicit,))
   fn = pm.make_probe(model, layer=layer, num_cells=num_cells, ordering_chunk=ordering_chunk,
@@ -88,11 +89,13 @@ def _probe(model, variables, images, labels, cells, orderings, *, layer, num_cel
 
 
 def _logits(model, variables, images, orderings, *, layer, ordering_chunk, image_chunk):
-  """float32 (K, n, classes): the probe's per-ordering logits (`ordering_lib._over_chunks`, one device)."""
+  """float32 (K, n, classes): the probe's per-ordering logits (`ordering_lib._over_chunks`,
+  one device)."""
   @jax.jit
   def run(variables, images, orderings):
-    logits = ordering_lib._over_chunks(model, variables, images, (), orderings, lambda x: x, layer=layer,
-                             ordering_chunk=ordering_chunk, image_chunk=image_chunk)
+    logits = ordering_lib._over_chunks(model, variables, images, (), orderings, lambda x: x,
+                                       layer=layer, ordering_chunk=ordering_chunk,
+                                       image_chunk=image_chunk)
     return jnp.moveaxis(logits, 0, 1).reshape(orderings.shape[0], -1, logits.shape[-1])
 
   return np.asarray(run(variables, images, orderings))[:, :len(images)]
@@ -113,7 +116,8 @@ def test_identity_equals_plain_evaluation(linear, layer):
   model, variables, images, labels, cells = linear
   logits = np.asarray(model.apply(variables, images, train=False)[0])  # No ordering at all.
   accuracy, per_cell = _accuracies(logits[None], labels, cells)
-  orderings = ordering_lib.random_orderings(0, 3, ordering_lib.probe_model(model, layer).ordering_length())
+  channels = ordering_lib.probe_model(model, layer).ordering_length()
+  orderings = ordering_lib.random_orderings(0, 3, channels)
   result = _probe(model, variables, images, labels, cells, orderings, layer=layer,
                     num_cells=GRID * GRID, ordering_chunk=2, image_chunk=4)
   assert 0.5 <= result['accuracy_identity'] < 1
@@ -154,7 +158,8 @@ def test_layers_1_to_4_match_per_ordering_loop(backbone, layer):
   model = _model('gapnet', backbone)
   variables = _variables(model, seed=layer)
   images, labels, cells = _data(model, variables, seed=layer)
-  orderings = ordering_lib.random_orderings(layer, K, ordering_lib.probe_model(model, layer).ordering_length())
+  channels = ordering_lib.probe_model(model, layer).ordering_length()
+  orderings = ordering_lib.random_orderings(layer, K, channels)
   expected = _loop(model, variables, images, orderings, layer)
   logits = _logits(model, variables, images, orderings, layer=layer, ordering_chunk=2,
                            image_chunk=4)
@@ -169,7 +174,8 @@ def test_layers_1_to_4_match_per_ordering_loop(backbone, layer):
 @pytest.mark.parametrize('layer', [5, 3])
 def test_chunk_sizes_do_not_change_results(linear, layer):
   model, variables, images, labels, cells = linear
-  orderings = ordering_lib.random_orderings(2, K, ordering_lib.probe_model(model, layer).ordering_length())
+  channels = ordering_lib.probe_model(model, layer).ordering_length()
+  orderings = ordering_lib.random_orderings(2, K, channels)
   results = [_probe(model, variables, images, labels, cells, orderings, layer=layer,
                       num_cells=GRID * GRID, ordering_chunk=oc, image_chunk=ic)
              for oc, ic in [(1, 1), (2, 3), (K, N)]]
@@ -279,6 +285,7 @@ def test_sharded_over_two_devices_matches_one(tmp_path):
   script = textwrap.dedent(f"""
       import jax, numpy as np
       from gpjax.models import Classifier
+      from gpjax.models import orderings as ordering_lib
       from gpjax.probes import permutation as pm
       from tests.test_permutation import _data, _model, _probe, _variables
       assert jax.device_count() == 2
@@ -312,7 +319,8 @@ def test_a_calls_working_memory_is_set_by_its_chunks_not_its_images(layer):
                        axis_types=(jax.sharding.AxisType.Explicit,))
   sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   variables = jax.eval_shape(lambda: _variables(model))
-  orderings = jax.ShapeDtypeStruct((K, ordering_lib.probe_model(model, layer).ordering_length()), jnp.int32)
+  channels = ordering_lib.probe_model(model, layer).ordering_length()
+  orderings = jax.ShapeDtypeStruct((K, channels), jnp.int32)
 
   def temp_bytes(n, image_chunk):
     fn = pm.make_probe(model, layer=layer, num_cells=GRID * GRID, ordering_chunk=2,

@@ -2,6 +2,7 @@
 in Flax; a torchvision ResNet-50 starts a segmentation run's backbone with the same features;
 files needing code are refused; names and shapes are checked."""
 
+import dataclasses
 import os
 import types
 
@@ -279,7 +280,8 @@ def test_pretrained_backbone_starts_the_segmentation_run(tmp_path, monkeypatch):
   seg_task.check(config)
   info = SegInfo(name='s', num_classes=3, class_names=('a', 'b', 'c'), image_shape=(32, 32, 3),
                  num_train=4, num_eval=4, eval_split='test')
-  monkeypatch.setattr(seg_task, 'load_data', lambda config: (_Scenes(), _Scenes(), info))
+  monkeypatch.setattr(seg_task, 'TASK', dataclasses.replace(
+      seg_task.TASK, load_data=lambda config: (_Scenes(), _Scenes(), info)))
   started = []
 
   def run(workdir, state, **kwargs):  # The training loop: only the state it is given.

@@ -16,6 +16,7 @@ import numpy as np
 
 from gpjax import checks
 from gpjax.job import Job
+from gpjax.models.classifier import PERMUTE_LAYERS
 from gpjax.probes import permutation, runner
 from gpjax.studies import claims, grid
 from gpjax.studies import figures as study_figures
@@ -43,7 +44,12 @@ def layer_configs(config: ml_collections.ConfigDict) -> Runs:
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-  """Checks the grid axes and every run's training config before any work."""
+  """Checks the grid axes, the probed layers and every run's training config before any
+  work."""
+  s = config.study
+  for field in ('probe_layers', 'layer_protocol'):
+    for layer in checks.items(f'study.{field}', s[field], int, empty=True):
+      checks.one_of(f'study.{field}', layer, PERMUTE_LAYERS)
   grid.validate_runs(config, all_runs(config))
 
 

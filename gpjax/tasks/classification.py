@@ -254,9 +254,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def min_canvas(model: ml_collections.ConfigDict) -> int:
-  """The smallest canvas side the backbone's downsampling leaves at least 1x1: a ResNet
-  halves it 4 times (5 with the ImageNet stem's max-pool), a VGG 5 times."""
-  return 32 if model.backbone.startswith('vgg') or model.stem == 'imagenet' else 16
+  """The smallest canvas side whose maps stay wider than 1x1 until the last stage: a ResNet
+  halves the canvas 4 times (5 with the ImageNet stem's max-pool), so its last stage starts
+  at 1x1 from 8 (16) pixels; a VGG's five max-pools need 32 (its own check)."""
+  return 32 if model.backbone.startswith('vgg') else 16 if model.stem == 'imagenet' else 8
 
 
 def check_sizes(config: ml_collections.ConfigDict) -> None:
@@ -270,7 +271,8 @@ def check_sizes(config: ml_collections.ConfigDict) -> None:
   if d.image_size and side < need:
     raise ConfigError(f'config.data.image_size={d.image_size!r}: a {side}x{side} canvas (grid '
                       f'{d.grid}) is smaller than the {need}x{need} that {m.backbone} '
-                      f'downsamples to 1x1; give image_size >= {-(-need // d.grid)}.')
+                      f'needs to reach its last stage wider than 1x1; give image_size >= '
+                      f'{-(-need // d.grid)}.')
   if m.head == 'permutenet':
     model = Classifier(num_classes=2, backbone=m.backbone, head=m.head, width=m.width,
                        stem=m.stem, permute_layer=m.permute_layer)
