@@ -5,8 +5,10 @@ r"""The official recipe side by side with gpjax (`gpjax.bench.parity`).
 3x3 canvases of 16x16 scikit-learn digits (48x48), ResNet-18 at width 64, batch 48, Adam 1e-3
 betas (0.5, 0.999), 625 steps (20 epochs of the 1,500 train digits), tested at steps 156, 312
 and 625. Expected (seed 0, one run each, measured elsewhere): GAPNet semantic about 95%,
-location 100% on both sides; PermuteNet semantic about 20%, location 20-35%. About 100 minutes
-on 2 CPU cores.
+location 100% on both sides; PermuteNet semantic about 20%, location 20-35%. At width 64 the
+PyTorch side alone took 10 s a step on a busy 2-core machine; docs/results/parity_seed0 was run
+with --config.width=8 --config.official.threads=1 (about 45 minutes there). On a busy machine
+one PyTorch thread is several times faster than two (measured 1.1 vs 10-16 s a step at width 16).
 """
 
 import ml_collections

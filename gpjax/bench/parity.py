@@ -181,12 +181,14 @@ def _last_step(path: str) -> int:
 
 
 def shares(curves: dict[str, dict[str, list]], chance: dict[str, float]) -> dict[str, float]:
-  """Per task: (permutenet - chance) / (gapnet - chance) at the last step, of one side."""
+  """Per task: (permutenet - chance) / (gapnet - chance) at the last step, of one side
+  (None where GAPNet is not above chance)."""
   out = {}
   for task, heads in curves.items():
     if 'gapnet' in heads and 'permutenet' in heads:
       gap, perm = heads['gapnet'][-1]['test_accuracy'], heads['permutenet'][-1]['test_accuracy']
-      out[task] = (perm - chance[task]) / (gap - chance[task])
+      above = gap - chance[task]  # None: a GAPNet at chance leaves no share to keep.
+      out[task] = (perm - chance[task]) / above if above > 0 else None
   return out
 
 
@@ -200,14 +202,16 @@ def table(results: dict[str, Any]) -> str:
       cells = [f'{100 * r["test_accuracy"]:.1f}' for side in SIDES
                for r in results['curves'][side][task][h]]
       lines.append(f'| {h} | {task} | {" | ".join(cells)} |')
+  if not any(results['shares'][side] for side in SIDES):  # Not both heads: no shares.
+    return '\n'.join(lines) + '\n'
   lines += ['', f'Share of above-chance accuracy PermuteNet keeps at step {steps[-1]}, '
             '(permutenet - chance) / (gapnet - chance):', '',
             '| task | chance | official | gpjax |', '|---|---|---|---|']
   for task in results['tasks']:
     if task in results['shares']['official']:
-      lines.append(f'| {task} | {results["chance"][task]:.3f} | '
-                   f'{results["shares"]["official"][task]:.3f} | '
-                   f'{results["shares"]["gpjax"][task]:.3f} |')
+      cells = ['n/a' if results['shares'][side][task] is None else
+               f'{results["shares"][side][task]:.3f}' for side in SIDES]
+      lines.append(f'| {task} | {results["chance"][task]:.3f} | {" | ".join(cells)} |')
   return '\n'.join(lines) + '\n'
 
 
