@@ -92,11 +92,12 @@ def _config(digits_dir, head, layer, task):
 
 
 def _snapshot(state):
-  """The variables and Adam moments of a gpjax state, as numpy trees."""
+  """The variables and Adam moments of a gpjax state, as numpy copies (the next step
+  donates the state's buffers)."""
   adam = next(s for s in jax.tree.leaves(state.opt_state,
                                          is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
               if isinstance(s, optax.ScaleByAdamState))
-  return jax.tree.map(np.asarray, {'params': state.params, 'batch_stats': state.batch_stats,
+  return jax.tree.map(np.array, {'params': state.params, 'batch_stats': state.batch_stats,
                                    'mu': adam.mu, 'nu': adam.nu})
 
 
