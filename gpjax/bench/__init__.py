@@ -34,13 +34,13 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from gpjax.bench import measure, probe, seeds, steps, xla
+from gpjax.bench import measure, parity, probe, seeds, steps, xla
 from gpjax import cli
 from gpjax.checks import one_of
 
 # What a config's `bench` field runs: the module with its validate, run and show.
 BENCHES = {'probe': probe, 'train': steps, 'eval': steps, 'canvas': steps, 'seeds': seeds,
-           'xla': xla}
+           'xla': xla, 'parity': parity}
 
 
 def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None) -> None:
