@@ -106,7 +106,7 @@ def _gpjax_run(config):
   """gpjax's own step (`trainer.prepare`) from PyTorch's initial weights: the inputs each
   step used (canvases, labels, ordering), its losses and its state before every step and
   after the last."""
-  setup = trainer.prepare(config, classification)
+  setup = trainer.prepare(config, classification.TASK)
   torch.manual_seed(SEED)
   initial = official_torch.ResNet18Official(config.model.head, setup.model.num_classes,
                                             width=WIDTH).state_dict()

@@ -150,7 +150,7 @@ def _gpjax_run(config: ml_collections.ConfigDict, task: str, head: str, data_dir
            'model.permute_layer': config.permute_layer, 'model.width': config.width,
            'train.steps': config.steps, 'train.batch_size': config.batch_size,
            'train.eval_every': config.steps,
-           'train.eval_at': ','.join(str(s) for s in config.eval_at)}
+           'train.eval_at': tuple(config.eval_at)}
   argv = [sys.executable, '-m', 'gpjax.main', f'--config={config.gpjax.config_file}',
           f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in flags.items()]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
