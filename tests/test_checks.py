@@ -104,3 +104,19 @@ def test_no_more_test_orderings_than_the_channels_have():
     classification.check(config)
   assert str(e.value) == ('config.eval.orderings=6: 3 channels at layer 1 have only 5 orderings '
                           'besides the identity; give at most that many.')
+
+
+def test_a_batch_or_canvas_that_cannot_fit_is_refused_from_its_shapes():
+  config = micro.get_config()
+  config.train.batch_size = 100_000_000
+  with pytest.raises(ConfigError, match=r'config.train.batch_size=100000000 on 32x32 canvases '
+                                        r'\(config.data.grid=2\) needs at least [\d,]+ GiB'):
+    classification.check(config)
+  config = micro.get_config()
+  config.data.grid = 1000
+  with pytest.raises(ConfigError, match=r'16000x16000 canvases \(config.data.grid=1000\)'):
+    classification.check(config)
+  config = micro.get_config()
+  config.augshift.weight = float('nan')
+  with pytest.raises(ConfigError, match=r'config.augshift.weight=nan .* finite'):
+    classification.check(config)

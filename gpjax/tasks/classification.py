@@ -226,6 +226,8 @@ def check_augshift(config: ml_collections.ConfigDict) -> None:
   if not isinstance(a.enabled, bool):
     raise ConfigError(f'config.augshift.enabled={a.enabled!r} is not allowed; it must be a bool.')
   at_least('augshift.weight', a.weight, 0.0, float)
+  if not math.isfinite(a.weight):
+    raise ConfigError(f'config.augshift.weight={a.weight!r} is not allowed; it must be finite.')
   one_of('augshift.placement', a.placement, PLACEMENTS)
   at_least('augshift.max_shift', a.max_shift, 0)
   one_of('augshift.copies', a.copies, (1, 2))
@@ -273,6 +275,7 @@ def check_sizes(config: ml_collections.ConfigDict) -> None:
                       f'{d.grid}) is smaller than the {need}x{need} that {m.backbone} '
                       f'needs to reach its last stage wider than 1x1; give image_size >= '
                       f'{-(-need // d.grid)}.')
+  check_memory(config)
   if m.head == 'permutenet':
     model = Classifier(num_classes=2, backbone=m.backbone, head=m.head, width=m.width,
                        stem=m.stem, permute_layer=m.permute_layer)
@@ -281,3 +284,21 @@ def check_sizes(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.eval.orderings={config.eval.orderings!r}: {channels} channels '
                         f'at layer {m.permute_layer} have only {math.factorial(channels) - 1} '
                         'orderings besides the identity; give at most that many.')
+
+
+def check_memory(config: ml_collections.ConfigDict) -> None:
+  """Refuses a batch or canvas whose activations cannot fit in this host's memory, from the
+  shapes alone: a lower bound, the canvases and the first stage's maps (half the canvas side,
+  ``model.width`` channels, about ten of them kept for the backward pass) in float32."""
+  d, m = config.data, config.model
+  side = d.grid * (d.image_size or 32)  # The built-in sets' sources are 32x32.
+  per_image = 4 * side * side * (3 + 10 * m.width / 4)
+  copies = 2 if config.augshift.enabled and config.augshift.copies == 2 else 1
+  need = per_image * max(config.train.batch_size * copies, config.eval.batch_size)
+  have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  if need > have:
+    raise ConfigError(f'config.train.batch_size={config.train.batch_size!r} on {side}x{side} '
+                      f'canvases (config.data.grid={d.grid}) needs at least '
+                      f'{need / 2**30:,.0f} GiB of activations; this host has '
+                      f'{have / 2**30:,.0f} GiB. Give a smaller batch or canvas.')
+
