@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from gpjax import lazy
 from gpjax.core import figures
 from gpjax.core import writers
 from gpjax.data import batching, builtin, examples
@@ -38,6 +39,8 @@ from gpjax.tasks import classification
 from gpjax.errors import ConfigError
 from gpjax.checks import at_least, one_of
 
+# The PyTorch transcription, imported (with torch) only when the official side runs.
+official_torch = lazy.Module('gpjax.bench.official_torch')
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEADS = ('gapnet', 'permutenet')
 TASKS = ('location', 'semantic')
@@ -93,8 +96,7 @@ def _gpjax_config(config: ml_collections.ConfigDict, task: str, head: str,
 def _official_run(config: ml_collections.ConfigDict, task: str, head: str, data_dir: str,
                   bar: tqdm.tqdm) -> dict[str, Any]:
   """Trains and tests the transcription; {'curve': [{step, test_accuracy}], 'seconds'}."""
-  import torch  # Only this side needs torch.
-  from gpjax.bench import official_torch
+  import torch  # Only this side needs torch (a test dependency, never a run-time one).
 
   if config.official.threads:
     torch.set_num_threads(config.official.threads)
