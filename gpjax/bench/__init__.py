@@ -11,6 +11,7 @@ configs/bench/:
   canvas  python -m gpjax.bench --config=configs/bench/canvas.py --workdir=runs/bench/canvas
   seeds   python -m gpjax.bench --config=configs/bench/seeds.py --workdir=runs/bench/seeds
   xla     python -m gpjax.bench --config=configs/bench/xla.py --workdir=runs/bench/xla
+  parity  python -m gpjax.bench --config=configs/bench/parity.py --workdir=runs/bench/parity
 
 ``probe`` (`gpjax.bench.probe`): orderings per second of the vmap channel-permutation
 probe against one full forward pass per ordering. ``train`` / ``eval`` / ``canvas``
