@@ -1,8 +1,7 @@
 r"""The paper's findings from one command: three studies and a report with a verdict per claim.
 
-  python -m gpjax.studies.reproduce --suite=quick --workdir=runs/reproduce   # about 13 min on 2 CPU cores
-  python -m gpjax.studies.reproduce --suite=paper --workdir=runs/paper       # GPU/TPU, hours
-  python -m gpjax.main --config=configs/reproduce.py:quick --workdir=runs/reproduce  # the same
+  python -m gpjax.main --config=configs/reproduce.py:quick --workdir=runs/reproduce  # 2 CPU cores
+  python -m gpjax.main --config=configs/reproduce.py:paper --workdir=runs/paper      # GPU/TPU
 
 Suites: ``micro`` (the end-to-end tests, a couple of minutes), ``quick`` (the built-in
 data at CPU size), ``standard`` (the same data with 4x the PermuteNet and 3x the AugShift
