@@ -109,9 +109,10 @@ CASES = {
     'study_probe_layer': (['--config=configs/study.py', '--config.study.probe_layers=(7,)'], {},
                           ['config.study.probe_layers=7', '(1, 2, 3, 4, 5)']),
     'config_syntax_error': (['--config={root}/syntax_error.py'], {},
-                            ['--config: SyntaxError', 'syntax_error.py', 'line 2']),
+                            ['--config: SyntaxError', 'syntax_error.py', 'line 1']),
     'probe_of_a_run_without_checkpoints': (
-        ['--config=configs/permutation_probe.py', '--config.probe.source_workdir={root}/empty_run'],
+        ['--config=configs/permutation_probe.py', '--config.probe.source_workdir={root}/empty_run',
+         '--config.probe.layer=4'],
         {}, ['Failed: FileNotFoundError', 'empty_run', '--traceback']),
 }
 

@@ -183,8 +183,8 @@ def test_an_unknown_suite_names_the_suites(env, tmp_path):
                         f'--workdir={tmp_path}'], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=120)
   assert out.returncode != 0
-  assert out.stderr.strip() == ("Bad flag: --config: suite 'quik' is not one of "
-                                f"{suites.SUITES}."), out.stderr[-2000:]
+  assert out.stderr.strip() == ("Bad flag: --config=configs/reproduce.py:quik: suite 'quik' is "
+                                f"not one of {suites.SUITES}."), out.stderr[-2000:]
   assert not os.listdir(tmp_path)
 
 
