@@ -188,6 +188,7 @@ def test_kill_9_then_sigterm_then_rerun_matches_uninterrupted_run(reference, dat
 # after the save at step 10 has been issued.
 SIGTERM_AFTER_SAVE = """
 import os, runpy, signal, sys
+from gpjax.core import checkpoint
 save = checkpoint.save
 def save_then_sigterm(manager, step, *args, **kwargs):
   save(manager, step, *args, **kwargs)

@@ -129,6 +129,7 @@ import jax, numpy as np
 jax.distributed.initialize = functools.partial(
     jax.distributed.initialize, initialization_timeout=120, heartbeat_timeout_seconds=30,
     shutdown_timeout_seconds=60)
+from gpjax.core import checkpoint
 def leaf_name(path):
   return '/'.join(str(getattr(k, 'name', getattr(k, 'key', getattr(k, 'idx', k)))) for k in path)
 save = checkpoint.save
