@@ -114,6 +114,9 @@ CASES = {
         ['--config=configs/permutation_probe.py', '--config.probe.source_workdir={root}/empty_run',
          '--config.probe.layer=4'],
         {}, ['Failed: FileNotFoundError', 'empty_run', '--traceback']),
+    'attack_of_a_classifier_run': (['--config=configs/attack.py',
+                                    '--config.source.workdir={root}/empty_run'], {},
+                                   ['config.source.workdir', "holds a 'train' run", 'segment']),
 }
 
 # The exact line each must print (the last one named every override, not the bad one).

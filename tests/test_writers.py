@@ -6,8 +6,10 @@ import os
 import struct
 
 import numpy as np
+import pytest
 
 from gpjax.core import writers
+from gpjax.errors import WorkdirError
 
 
 def tensorboard_scalars(workdir):
@@ -75,3 +77,17 @@ def test_write_json_converts_numpy_and_leaves_no_partial_file(tmp_path):
   assert os.listdir(tmp_path) == ['results.json']  # The temporary file was renamed.
   writers.write_json(path, {'replaced': True})
   assert writers.read_json(path) == {'replaced': True}
+
+
+def test_corrupt_files_are_refused_naming_the_file(tmp_path):
+  path = tmp_path / 'results.json'
+  path.write_text('{"accuracy": 0.5')  # Truncated.
+  with pytest.raises(WorkdirError, match=r'results\.json is corrupt'):
+    writers.read_json(str(path))
+  writer = writers.MetricWriter(str(tmp_path))
+  writer.write(1, 'train', {'loss': 1.0})
+  writer.close()
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 2, "spl\n')
+  with pytest.raises(WorkdirError, match=r'metrics\.jsonl line 2 is not a metrics row'):
+    writers.MetricWriter(str(tmp_path), resume_step=1)

@@ -390,10 +390,8 @@ class Payload:
 
 torch.save({'conv1.weight': torch.zeros(4, 3, 7, 7), 'x': Payload()}, f'{T}/unsafe.pth')
 torch.save({'foo.weight': torch.zeros(3), 'bar': torch.ones(2)}, f'{T}/wrong_keys.pth')
-from gpjax.bench import torch_reference
-state = torch_reference.GapNet18(4, 9).state_dict()
-state = {(f'layer{int(k.split(".")[1]) + 1}.' + k.split('.', 2)[2]) if k.startswith('layers.')
-         else k: v for k, v in state.items()}
+from gpjax.bench import official_torch
+state = official_torch.ResNet18Official('gapnet', 9, 4).state_dict()
 state['layer1.0.conv2.weight'] = torch.zeros(4, 4, 5, 5)
 torch.save(state, f'{T}/wrong_shape.pth')
 from gpjax.data import builtin, segmentation

@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gpjax.errors import WorkdirError
+
 
 class MetricWriter:
   """Appends one JSON object per row to ``metrics.jsonl`` and mirrors scalars
@@ -22,8 +24,7 @@ class MetricWriter:
     from tensorboardX import SummaryWriter  # Imported only on the writing process.
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
+      rows = [json.dumps(r) + '\n' for r in _read_rows(self.path) if r['step'] <= resume_step]
       with open(self.path, 'w') as f:
         f.writelines(rows)
     self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
@@ -32,9 +33,7 @@ class MetricWriter:
     """The rows of ``split`` in metrics.jsonl so far ([] when this process writes none)."""
     if not self.enabled or not os.path.exists(self.path):
       return []
-    with open(self.path) as f:
-      rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if r['split'] == split]
+    return [r for r in _read_rows(self.path) if r['split'] == split]
 
   def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -57,9 +56,30 @@ def _jsonable(value: Any) -> Any:
   return value.item() if value.ndim == 0 else value.tolist()
 
 
-def read_json(path: str) -> Any:
+def _read_rows(path: str) -> list[dict[str, Any]]:
+  """The rows of a metrics.jsonl; WorkdirError naming the file and line when one is corrupt."""
+  rows = []
   with open(path) as f:
-    return json.load(f)
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          row = None
+        if not isinstance(row, dict) or 'step' not in row or 'split' not in row:
+          raise WorkdirError(f'{path} line {number} is not a metrics row: the file is corrupt; '
+                             'restore it or start over with --restart.')
+        rows.append(row)
+  return rows
+
+
+def read_json(path: str) -> Any:
+  """The JSON file ``path``; WorkdirError naming it when it is not valid JSON."""
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise WorkdirError(f'{path} is corrupt ({e}); restore it or move it aside.') from None
 
 
 def as_json(obj: Mapping[str, Any]) -> Any:
