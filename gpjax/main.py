@@ -64,18 +64,13 @@ def main(argv: list[str]) -> None:
              f'{tuple(JOBS)}.')
   job = JOBS[FLAGS.config.job]
   try:
-    job.check(FLAGS.config)
-  except ConfigError as e:
-    sys.exit(f'Bad config: {e}')
-  except Exception as e:  # A file the check reads (a source's config.json) that is corrupt.
-    _fail(e)
-  if not FLAGS.workdir:
-    sys.exit("Bad flag: --workdir='' names no directory; give one, e.g. --workdir=runs/NAME.")
-  try:
+    job.check(FLAGS.config)  # Before any work: the config, and the files it names.
+    if not FLAGS.workdir:
+      sys.exit("Bad flag: --workdir='' names no directory; give one, e.g. --workdir=runs/NAME.")
     _run(job)
-  except WorkdirError as e:
+  except WorkdirError as e:  # The workdir, or a run's state file (config.json, metrics).
     sys.exit(f'Bad workdir: {e}')
-  except ConfigError as e:  # Config checks that need the devices or the data set.
+  except ConfigError as e:  # Also the checks that need the devices or the data set.
     sys.exit(f'Bad config: {e}')
   except DatasetNotPreparedError as e:  # The message says how to prepare the set.
     sys.exit(f'Data not prepared: {e}')

@@ -261,6 +261,18 @@ def test_a_backbone_file_with_wrong_keys_names_them(torch_model, tmp_path):
     seg_task.pretrained_weights(config, model)
 
 
+def test_the_config_check_reads_a_pretrained_backbone_before_any_work(tmp_path):
+  """An unsafe or mismatched backbone file is refused by `check`, before data or training."""
+  config = seg_configs.get_config('gpu')  # Width 64, as a torchvision ResNet.
+  config.model.pretrained_backbone = _save(tmp_path, {'conv1.weight': torch.zeros(1),
+                                                      'extra': Payload()}, 'unsafe.pth')
+  with pytest.raises(torch_import.UnsafeCheckpointError, match='never runs'):
+    seg_task.check(config)
+  config.model.pretrained_backbone = _save(tmp_path, {'foo.weight': torch.zeros(3)})
+  with pytest.raises(torch_import.CheckpointMismatchError, match=r"unexpected keys \['foo"):
+    seg_task.check(config)
+
+
 class _Scenes:
   def __len__(self):
     return 4

@@ -188,7 +188,8 @@ def check(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.model.pretrained_backbone={m.pretrained_backbone!r} is not a '
                         "file: give a torchvision ResNet state dict (.pth), or '' to train "
                         'from scratch.')
-    torch_import.check_checkpoint_file('model.pretrained_backbone', m.pretrained_backbone)
+    # Read (weights only) and fitted now: an unsafe or mismatched file is refused before any work.
+    pretrained_weights(config, create_model(config, num_classes=1, axis_name=None))
   one_of('train.optimizer', t.optimizer, ('sgd', 'adam'))
   one_of('train.schedule', t.schedule, ('poly', 'constant'))
   steps_or_epochs(t)
