@@ -90,6 +90,9 @@ CASES = {
                           ["'huge'", 'micro', 'quick', 'paper']),
     'reproduce_suite': (['--config=configs/reproduce.py', '--config.suite=huge'], {},
                         ['config.suite', "'huge'", 'micro', 'quick', 'paper']),
+    'reproduce_study_heads': (['--config=configs/reproduce.py:micro',
+                               "--config.location.study.heads=('gapnet',)"], {},
+                              ["config.location.study.heads=('gapnet',) lacks ['permutenet']"]),
     'segment_study_table_count': (['--config=configs/segmentation_study.py',
                                    '--config.study.table_count=7'], {},
                                   ['config.study.table_count=7', 'config.attack.attack.counts']),
@@ -234,6 +237,11 @@ def outcomes(tmp_path_factory):
     out, err = p.communicate(timeout=240)
     results[name] = (p.returncode, out, err)
   assert not os.path.exists(root / 'no_data')
+  made = sorted(n for n in cases if os.path.exists(root / n) and not n.startswith('workdir_'))
+  # The rest stop before the workdir is made; these after it holds its config.json alone
+  # (checks that need the devices or the data), which a corrected rerun may reuse.
+  assert made == ['batch_not_divisible', 'not_prepared', 'probe_of_a_run_without_checkpoints',
+                  'unknown_data_name'], made
   return results
 
 

@@ -178,27 +178,6 @@ def test_augshift_study_rerun_in_a_fresh_workdir_gives_the_same_results(suite, e
   assert again == first
 
 
-def test_an_unknown_suite_names_the_suites(env, tmp_path):
-  out = subprocess.run([sys.executable, '-m', 'gpjax.main', '--config=configs/reproduce.py:quik',
-                        f'--workdir={tmp_path}'], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=120)
-  assert out.returncode != 0
-  assert out.stderr.strip() == ("Bad flag: --config=configs/reproduce.py:quik: suite 'quik' is "
-                                f"not one of {suites.SUITES}."), out.stderr[-2000:]
-  assert not os.listdir(tmp_path)
-
-
-def test_gpjax_main_runs_the_suite_config(env, tmp_path):
-  """configs/reproduce.py is also a gpjax.main job; its checks run before any work."""
-  out = subprocess.run([sys.executable, '-m', 'gpjax.main', '--config=configs/reproduce.py:micro',
-                        f'--workdir={tmp_path}', "--config.location.study.heads=('gapnet',)"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert out.returncode != 0
-  assert ("Bad config: config.location.study.heads=('gapnet',) lacks ['permutenet']"
-          in out.stderr), out.stderr[-2000:]
-  assert not os.listdir(tmp_path)
-
-
 def test_bad_suite_configs_name_the_field():
   config = suites.get_config('micro')
   config.location.study.paddings = ('circular',)
