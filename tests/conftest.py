@@ -47,6 +47,18 @@ def _torch_conv(x, weight, bias=None, stride=1, padding='zero', dilation=1):
   raise AssertionError(padding)
 
 
+# The longest files (end-to-end runs, measured with --durations) start first, so that with
+# one file per worker (pyproject's `--dist loadfile`) no worker is left with one at the end.
+LONGEST_FIRST = ('test_reproduce.py', 'test_distributed.py', 'test_bench_seeds.py',
+                 'test_multirun.py', 'test_checkpoint.py', 'test_classification.py',
+                 'test_bench_xla.py', 'test_segment_study.py', 'test_bench.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: file order kept.
+
+
 @pytest.fixture(scope='session')
 def torch_conv():
   """The PyTorch reference conv: ``torch_conv(x, weight, bias, stride, padding, dilation)``."""
@@ -119,6 +131,13 @@ def data_dir(tmp_path_factory):
   return str(path)
 
 
+def _shared_temp(tmp_path_factory):
+  """The session's temporary folder, shared by the pytest-xdist workers (each has its own
+  folder inside it)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
 @pytest.fixture(scope='session')
 def env(tmp_path_factory):
   """Environment of subprocess runs: CPU; XLA's optimisations as in this pytest process
@@ -128,7 +147,7 @@ def env(tmp_path_factory):
   optimizations_off = str(jax.config.read('jax_disable_most_optimizations'))
   return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
               JAX_DISABLE_MOST_OPTIMIZATIONS=optimizations_off,
-              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'e2e_jax_cache'),
+              JAX_COMPILATION_CACHE_DIR=str(_shared_temp(tmp_path_factory) / 'e2e_jax_cache'),
               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 

@@ -271,14 +271,14 @@ def test_sigterm_to_one_process_stops_both(data_dir, env, tmp_path):
   assert int(checkpoint.restore_raw(str(workdir))['step']) == step
 
 
-# gpjax.main whose process 0 takes 3 s to write each JSON file.
+# gpjax.main whose process 0 takes 1 s to write each JSON file (process 1: none).
 SLOW_WRITER_DRIVER = """
 import runpy, sys, time
 import jax
 from gpjax.core import writers
 write = writers.write_json
 def slow_write(*args, **kwargs):
-  time.sleep(3 if jax.process_index() == 0 else 0)
+  time.sleep(1 if jax.process_index() == 0 else 0)
   write(*args, **kwargs)
 writers.write_json = slow_write
 sys.argv = ['gpjax.main', *sys.argv[1:]]

@@ -273,3 +273,4 @@ def test_unprepared_data_set_says_how_to_prepare(outcomes):
   assert code == 1 and 'Traceback' not in err, err
   assert "Data not prepared: Data set 'cifar10' is not prepared" in err, err
   assert 'tfds build cifar10 --data_dir=' in err, err
+  assert len(err.strip().splitlines()) == 1, err

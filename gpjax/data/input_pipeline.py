@@ -186,12 +186,11 @@ def _builtin_info(name: str, data_dir: str | None, image_size: int | None) -> Da
 def _not_prepared_message(name: str, data_dir_root: str) -> str:
   return (
       f"Data set {name!r} is not prepared (as array_record) in the data dir "
-      f"{data_dir_root!r}. Prepare it once on a machine with TensorFlow and "
-      f"network, then copy the '{name}' folder into that data dir:\n"
-      f"  tfds build {name} --data_dir={data_dir_root} --file_format=array_record\n"
-      f"or in Python:\n"
-      f"  tfds.builder({name!r}, data_dir={data_dir_root!r})"
-      f".download_and_prepare(file_format='array_record')")
+      f"{data_dir_root!r}; prepare it once on a machine with TensorFlow and network "
+      f"(`tfds build {name} --data_dir={data_dir_root} --file_format=array_record`, or in "
+      f"Python `tfds.builder({name!r}, data_dir={data_dir_root!r})"
+      f".download_and_prepare(file_format='array_record')`), then copy the '{name}' folder "
+      f"into that data dir.")
 
 
 def _num_examples(builder: Any, name: str, split: str, data_dir: str | None) -> int:
