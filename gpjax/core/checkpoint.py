@@ -9,10 +9,12 @@ warning and the one before it is restored.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
+from absl import logging
 
 from gpjax import lazy
 
@@ -20,6 +22,17 @@ ocp = lazy.Module('orbax.checkpoint')  # 1.5 s to import: only when a job touche
 checkpoint_managers = lazy.Module('orbax.checkpoint.checkpoint_managers')
 
 METRIC = 'test_accuracy'
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+  """Orbax's own error logs off while a restore may fail: the fallback says it in one line."""
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.FATAL)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
 
 
 def make_manager(workdir: str, keep: int, keep_at: Sequence[int] = ()
@@ -33,8 +46,9 @@ def make_manager(workdir: str, keep: int, keep_at: Sequence[int] = ()
       checkpoint_managers.CustomSteps(steps=list(keep_at)),
   ])
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                               options=options, item_names=('state', 'meta'))
+  with _quiet():  # It reads every step's metadata; a corrupt one is `restore_common`'s to say.
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+                                 options=options, item_names=('state', 'meta'))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any],
@@ -70,8 +84,9 @@ def restore_common(managers: Sequence[ocp.CheckpointManager],
   common = set.intersection(*(set(m.all_steps()) for m in managers))
   for step in sorted(common, reverse=True):
     try:
-      states = [m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(a)))
-                ['state'] for m, a in zip(managers, abstracts)]
+      with _quiet():
+        states = [m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(a)))
+                  ['state'] for m, a in zip(managers, abstracts)]
       return states, step
     except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
       print(f'WARNING: checkpoint at step {step} could not be restored '
@@ -102,8 +117,8 @@ def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
   arrays, e.g. ``{'params': ..., 'batch_stats': ..., 'step': ...}`` for probes."""
   directory = _directory(workdir)
   handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
-  with ocp.CheckpointManager(directory, item_names=('state', 'meta'),
-                             item_handlers=handlers) as manager:
+  with _quiet(), ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                                       item_handlers=handlers) as manager:
     if step is not None and step not in manager.all_steps():
       raise FileNotFoundError(f'{directory} holds no checkpoint at step {step}; it holds steps '
                               f'{sorted(manager.all_steps())} (train.keep_at keeps steps).')
