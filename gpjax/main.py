@@ -57,8 +57,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     sys.exit(f'Bad flag: unexpected arguments {argv[1:]}; every option is a --flag, e.g. '
              '--config.train.steps=100.')
-  if not FLAGS['verbosity'].present:  # Orbax logs every save at INFO.
-    logging.set_verbosity(logging.WARNING)
+  if not FLAGS['verbosity'].present:  # Orbax logs every save, tfds each folder it probes.
+    logging.set_verbosity(logging.ERROR)
   if FLAGS.config.job not in JOBS:
     sys.exit(f'Bad config: config.job={FLAGS.config.job!r} is not allowed; choose one of '
              f'{tuple(JOBS)}.')
