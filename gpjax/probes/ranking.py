@@ -178,10 +178,11 @@ def check(config: Any) -> None:
   if s.workdir and not os.path.isfile(os.path.join(s.workdir, 'config.json')):
     raise ConfigError(f'config.source.workdir={s.workdir!r} holds no config.json: not a '
                       'segment workdir.')
-  if s.workdir and runs.read_config(s.workdir).job != 'segment':
-    raise ConfigError(f'config.source.workdir={s.workdir!r} holds a '
-                      f'{runs.read_config(s.workdir).job!r} run; rank and attack need a trained '
-                      'segment run (or a PyTorch .pth as config.source.torch_checkpoint).')
+  job = runs.read_config(s.workdir).job if s.workdir else 'segment'
+  if job != 'segment':
+    raise ConfigError(f'config.source.workdir={s.workdir!r} holds a {job!r} run; rank and attack '
+                      'need a trained segment run (or a PyTorch .pth as '
+                      'config.source.torch_checkpoint).')
   if p.ranking_file and not os.path.isfile(p.ranking_file):
     raise ConfigError(f'config.probe.ranking_file={p.ranking_file!r} does not exist.')
   if bool(config.data.image_height) != bool(config.data.image_width):
