@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from gpjax.data import builtin
+from gpjax.data import builtin, decoded
 from gpjax.errors import ConfigError, DatasetNotPreparedError
 
 Batch = dict[str, np.ndarray]
@@ -91,7 +91,8 @@ def to_rgb(image: np.ndarray, image_size: int | None = None) -> np.ndarray:
 class Source:
   """Random access to (image, label) examples of one split.
 
-  Wraps a tfds data source; `read` returns stacked numpy batches.
+  Wraps a tfds data source; `read` returns stacked numpy batches, each example decoded once
+  (`gpjax.data.decoded`).
 
   Args:
     tfds_source: what ``tfds.data_source(name, split=...)`` returns: supports
@@ -103,6 +104,7 @@ class Source:
     self._source = tfds_source
     self._image_size = image_size
     self._batched_reads = hasattr(tfds_source, '__getitems__')
+    self._decoded = decoded.Decoded(self._decode, len(tfds_source))
 
   def __len__(self) -> int:
     return len(self._source)
@@ -130,10 +132,13 @@ class Source:
     Returns:
       ``{'image': uint8 (B, h, w, 3), 'label': int32 (B,)}``.
     """
-    indices = [int(i) for i in np.asarray(indices).reshape(-1)]
-    if not indices:
+    indices = np.asarray(indices).reshape(-1)
+    if not indices.size:
       raise ValueError('read() needs at least one index.')
-    examples = self._raw(indices)
+    return self._decoded.read(indices)
+
+  def _decode(self, indices: np.ndarray) -> Batch:
+    examples = self._raw([int(i) for i in indices])
     images = [to_rgb(ex['image'], self._image_size) for ex in examples]
     labels = np.array([int(ex['label']) for ex in examples], dtype=np.int32)
     return {'image': np.stack(images), 'label': labels}
@@ -141,6 +146,13 @@ class Source:
 
 def _tfds_source(name: str, split: str, data_dir: str | None) -> Any:
   return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _source(name: str, split: str, data_dir: str | None, image_size: int | None) -> Source:
+  """One `Source` per split and size in a process: the runs of a study share its decoded
+  examples."""
+  return Source(_tfds_source(name, split, data_dir), image_size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -153,7 +165,7 @@ def _train_mean_std(name: str, data_dir: str | None, image_size: int | None = No
     with open(path) as f:
       saved = json.load(f)
     return tuple(saved['mean']), tuple(saved['std'])
-  source = Source(_tfds_source(name, 'train', data_dir), image_size)
+  source = _source(name, 'train', data_dir, image_size)
   counts = np.zeros((3, 256))
   for start in range(0, len(source), 2048):  # Exact moments from 256-bin histograms.
     pixels = source.read(np.arange(start, min(start + 2048, len(source))))['image']
@@ -248,7 +260,7 @@ def load_source(
   data_dir = None if data_dir is None else str(data_dir)
   if name in builtin.BUILTIN_NAMES:
     info = _builtin_info(name, data_dir, image_size)
-    return Source(_tfds_source(name, split, data_dir), image_size), info
+    return _source(name, split, data_dir, image_size), info
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
@@ -256,10 +268,10 @@ def load_source(
         f'config.data.name={name!r} is not allowed; choose a built-in set '
         f'{builtin.BUILTIN_NAMES} or a tensorflow-datasets builder.') from None
   try:
-    source = _tfds_source(name, split, data_dir)
+    source = _source(name, split, data_dir, image_size)
   except Exception as e:  # tfds raises assorted types for missing files.
     if builder.is_prepared():
       raise
     raise DatasetNotPreparedError(
         _not_prepared_message(name, str(builder.data_dir_root))) from e
-  return Source(source, image_size), _tfds_info(builder, name, data_dir, image_size)
+  return source, _tfds_info(builder, name, data_dir, image_size)

@@ -22,6 +22,7 @@ Batches: `gpjax.data.batching` (``pad_label=IGNORE_LABEL`` for evaluation).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 from typing import Any, Iterator
@@ -31,7 +32,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from gpjax.data import input_pipeline, street
+from gpjax.data import decoded, input_pipeline, street
 
 Batch = dict[str, np.ndarray]
 IGNORE_LABEL = 255
@@ -132,6 +133,7 @@ class SegSource:
                image_size: tuple[int, int] | None = None):
     self._source, self._keys, self._lut = tfds_source, (image_key, label_key), lut
     self._size = None if image_size is None else tuple(image_size)
+    self._decoded = decoded.Decoded(self._decode, len(tfds_source))
 
   def __len__(self) -> int:
     return len(self._source)
@@ -145,10 +147,15 @@ class SegSource:
     return fit(image, label, self._size)
 
   def read(self, indices: Any) -> Batch:
-    """``{'image': uint8 (B, h, w, 3), 'label': uint8 (B, h, w)}`` of the examples at indices."""
-    pairs = [self.example(i) for i in np.asarray(indices).reshape(-1)]
-    if not pairs:
+    """``{'image': uint8 (B, h, w, 3), 'label': uint8 (B, h, w)}`` of the examples at indices,
+    each decoded once (`gpjax.data.decoded`)."""
+    indices = np.asarray(indices).reshape(-1)
+    if not indices.size:
       raise ValueError('read() needs at least one index.')
+    return self._decoded.read(indices)
+
+  def _decode(self, indices: np.ndarray) -> Batch:
+    pairs = [self.example(i) for i in indices]
     return {'image': np.stack([p[0] for p in pairs]), 'label': np.stack([p[1] for p in pairs])}
 
 
@@ -250,7 +257,8 @@ def load_segmentation(name: str, split: str, *, data_dir: str | None = None,
     raise ValueError(f'{name!r} images differ in size: pass image_size=(h, w).')
   size = tuple(image_size) if image_size else tuple(shape[:2])
   try:
-    source = builder.as_data_source(split=eval_split if split == 'eval' else split)
+    source = _source(name, eval_split if split == 'eval' else split, data_dir,
+                     None if image_size is None else tuple(image_size))
   except Exception as e:  # tfds raises assorted types for missing files.
     if builder.is_prepared() or not name.startswith('cityscapes'):
       raise
@@ -262,7 +270,16 @@ def load_segmentation(name: str, split: str, *, data_dir: str | None = None,
   info = SegInfo(name=name, num_classes=len(names), class_names=tuple(names),
                  image_shape=(*size, 3), num_train=_count(splits, 'train', builder),
                  num_eval=_count(splits, eval_split, builder), eval_split=eval_split)
-  return SegSource(source, image_key, label_key, lut, image_size), info
+  return source, info
+
+
+@functools.lru_cache(maxsize=8)
+def _source(name: str, split: str, data_dir: str | None,
+            image_size: tuple[int, int] | None) -> SegSource:
+  """One `SegSource` per split and size in a process: the runs of a study share its decoded
+  examples."""
+  builder, image_key, label_key, lut, _ = _builder(name, data_dir)
+  return SegSource(builder.as_data_source(split=split), image_key, label_key, lut, image_size)
 
 
 def _count(splits: Any, split: str, builder: Any) -> int:
