@@ -42,8 +42,10 @@ def test_a_split_over_the_limit_is_decoded_at_every_read(monkeypatch):
   np.testing.assert_array_equal(decode.calls, [0, 0, 2, 0, 3, 0, 0, 0, 0, 0])
 
 
-def test_indices_outside_the_split_are_refused():
+def test_indices_outside_the_split_or_none_are_refused():
   split = decoded.Decoded(Counting(5), 5)
   for indices in ([5], [-1]):
     with pytest.raises(IndexError, match=r'\[0, 5\)'):
       split.read(np.array(indices))
+  with pytest.raises(ValueError, match='at least one index'):
+    split.read(np.array([], np.int64))

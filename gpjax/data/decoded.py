@@ -30,9 +30,12 @@ class Decoded:
     self._lock = threading.Lock()  # The prefetch threads of a run read concurrently.
 
   def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """The examples at ``indices`` (int (B,), each in [0, size)), as ``decode`` gives them."""
+    """The examples at ``indices`` (int (B,), B >= 1, each in [0, size)), as ``decode`` gives
+    them."""
     indices = np.asarray(indices, np.int64).reshape(-1)
-    if indices.size and (indices.min() < 0 or indices.max() >= self._size):
+    if not indices.size:
+      raise ValueError('read() needs at least one index.')
+    if indices.min() < 0 or indices.max() >= self._size:
       raise IndexError(f'indices must lie in [0, {self._size}); got {indices.min()}..'
                        f'{indices.max()}.')
     if self._too_large:

@@ -132,9 +132,6 @@ class Source:
     Returns:
       ``{'image': uint8 (B, h, w, 3), 'label': int32 (B,)}``.
     """
-    indices = np.asarray(indices).reshape(-1)
-    if not indices.size:
-      raise ValueError('read() needs at least one index.')
     return self._decoded.read(indices)
 
   def _decode(self, indices: np.ndarray) -> Batch:

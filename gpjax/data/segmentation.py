@@ -149,9 +149,6 @@ class SegSource:
   def read(self, indices: Any) -> Batch:
     """``{'image': uint8 (B, h, w, 3), 'label': uint8 (B, h, w)}`` of the examples at indices,
     each decoded once (`gpjax.data.decoded`)."""
-    indices = np.asarray(indices).reshape(-1)
-    if not indices.size:
-      raise ValueError('read() needs at least one index.')
     return self._decoded.read(indices)
 
   def _decode(self, indices: np.ndarray) -> Batch:
