@@ -1,7 +1,9 @@
 """Shared test setup: fast XLA compiles and an independent PyTorch conv per padding mode."""
 
+import fcntl
 import functools
 import os
+import socket
 
 import jax
 import numpy as np
@@ -123,21 +125,46 @@ def check_bn_axis_name():
   return _check_bn_axis_name
 
 
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  """One tfds data dir with the built-in photo set for the end-to-end tests of the
-  session (files with other needs define their own ``data_dir``)."""
-  from gpjax.data import builtin
-  path = tmp_path_factory.getbasetemp() / 'e2e_tfds'
-  builtin.prepare('gpjax_photos', path)
-  return str(path)
-
-
 def _shared_temp(tmp_path_factory):
   """The session's temporary folder, shared by the pytest-xdist workers (each has its own
   folder inside it)."""
   base = tmp_path_factory.getbasetemp()
   return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+def _no_network(*args, **kwargs):
+  raise OSError('network access during a test')
+
+
+@pytest.fixture(scope='session')
+def builtin_dir(tmp_path_factory):
+  """``builtin_dir(name)``: the session's one tfds data dir, shared by the pytest-xdist
+  workers, with the built-in set ``name`` (gpjax_photos, gpjax_digits, gpjax_street) built
+  there by whichever test asks first, every socket call failing (a lock keeps two workers
+  from building one set twice). Tests about building a set build their own."""
+  from gpjax.data import builtin, segmentation
+  root = _shared_temp(tmp_path_factory) / 'builtin_tfds'
+
+  def prepare(name: str) -> str:
+    root.mkdir(exist_ok=True)
+    with open(f'{root}.lock', 'w') as lock, pytest.MonkeyPatch.context() as patch:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      for module, attr in ((socket.socket, 'connect'), (socket, 'create_connection'),
+                           (socket, 'getaddrinfo')):
+        patch.setattr(module, attr, _no_network)
+      if name.startswith('gpjax_street'):
+        segmentation.load_segmentation(name, 'train', data_dir=str(root))
+      else:
+        builtin.prepare(name, root)
+    return str(root)
+
+  return prepare
+
+
+@pytest.fixture(scope='session')
+def data_dir(builtin_dir):
+  """The shared data dir with the built-in photo set, for the end-to-end tests."""
+  return builtin_dir('gpjax_photos')
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -164,7 +191,7 @@ def env(jax_cache):
   return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
 
 
-def train_tiny(tmp_path_factory, head: str) -> str:
+def train_tiny(tmp_path_factory, data_dir: str, head: str) -> str:
   """A tiny location run of ``head`` trained for 2 steps (checkpoint and evaluation at step 2),
   for the tests that load a trained run; returns its workdir."""
   from configs import tiny
@@ -172,7 +199,7 @@ def train_tiny(tmp_path_factory, head: str) -> str:
   workdir = tmp_path_factory.mktemp('trained')
   config = tiny.get_config()
   with config.unlocked():
-    config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
+    config.data.data_dir = data_dir
     config.model.head = head
     config.model.width = 4
     config.train.steps = 2

@@ -17,7 +17,7 @@ from gpjax import main
 from gpjax.core import parallel
 from gpjax.studies import grid as study
 from gpjax.core import trainer
-from gpjax.data import batching, builtin, canvas, examples, input_pipeline
+from gpjax.data import batching, canvas, examples, input_pipeline
 from gpjax.models import random_ordering
 from gpjax.tasks import classification
 from gpjax.tasks import objectives
@@ -188,11 +188,10 @@ def test_study_config_grid():
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(builtin_dir):
   """Tiny digits canvases (16x16 sources, g=2), width-4 ResNet-18, one batch of 8."""
-  data_dir = tmp_path_factory.mktemp('tfds')
-  builtin.prepare('gpjax_digits', data_dir)
-  src, info = input_pipeline.load_source('gpjax_digits', 'train', data_dir=str(data_dir),
+  src, info = input_pipeline.load_source('gpjax_digits', 'train',
+                                         data_dir=builtin_dir('gpjax_digits'),
                                          image_size=16)
   return src, info
 

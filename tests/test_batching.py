@@ -6,15 +6,13 @@ import time
 import numpy as np
 import pytest
 
-from gpjax.data import batching, builtin
+from gpjax.data import batching
 from gpjax.data import input_pipeline as ip
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp('tfds')
-  builtin.prepare('gpjax_digits', path)
-  return str(path)
+def data_dir(builtin_dir):
+  return builtin_dir('gpjax_digits')
 
 
 @pytest.fixture(scope='module')

@@ -23,11 +23,12 @@ def _toy_config(data_dir):
   return config
 
 
-def test_side_by_side_writes_both_curves_the_table_and_the_figure(tmp_path, env, monkeypatch):
+def test_side_by_side_writes_both_curves_the_table_and_the_figure(tmp_path, env, monkeypatch,
+                                                                 builtin_dir):
   for key, value in env.items():  # The gpjax child: CPU, a shared compile cache.
     monkeypatch.setenv(key, value)
   workdir = str(tmp_path / 'parity')
-  results = parity.run(_toy_config(str(tmp_path / 'tfds')), workdir)
+  results = parity.run(_toy_config(builtin_dir('gpjax_digits')), workdir)
   assert writers.read_json(os.path.join(workdir, 'results.json'))['curves'] == results['curves']
   for side in parity.SIDES:
     curve = results['curves'][side]['location']['gapnet']
@@ -42,7 +43,7 @@ def test_side_by_side_writes_both_curves_the_table_and_the_figure(tmp_path, env,
   assert gapnet_row == f'| gapnet | location | {" | ".join(cells)} |'
   assert os.path.getsize(os.path.join(workdir, 'accuracy_over_steps.png')) > 1000
   with pytest.raises(FileExistsError, match='results.json exists'):
-    parity.run(_toy_config(str(tmp_path / 'tfds')), workdir)
+    parity.run(_toy_config(builtin_dir('gpjax_digits')), workdir)
 
 
 @pytest.mark.parametrize('field,value,match', [

@@ -7,12 +7,13 @@ from test_bench import run_and_read
 from gpjax.core import multirun
 
 
-def test_seeds_benchmark_records_every_mode_the_torch_step_and_a_cell(tmp_path):
+def test_seeds_benchmark_records_every_mode_the_torch_step_and_a_cell(tmp_path, builtin_dir):
   # The CPU study's cell at width 4 on 8x8 sources: faster compiles.
   record = run_and_read(tmp_path, 'seeds', [
       '--config.seeds=2', '--config.width=4', '--config.source_size=8', '--config.batch=8',
       '--config.steps=2', '--config.warmup=1', '--config.cell_steps=2',
-      '--config.cell.model.width=4', '--config.cell.data.image_size=8'])
+      '--config.cell.model.width=4', '--config.cell.data.image_size=8',
+      f'--config.cell.data.data_dir={builtin_dir("gpjax_digits")}'])
   rows = record['results']
   assert [r['mode'] for r in rows] == list(multirun.MODES[1:])
   assert rows[0]['speedup_vs_sequential'] == 1.0

@@ -3,7 +3,6 @@ themselves: test_street), shrink-and-pad, batches, Cityscapes label ids, the VOC
 clear errors."""
 
 import os
-import socket
 import sys
 
 import numpy as np
@@ -14,20 +13,10 @@ from PIL import Image
 from gpjax.data import batching, segmentation, street
 
 
-def _no_network(*args, **kwargs):
-  raise OSError('network access during a test')
-
-
 @pytest.fixture(scope='session')
-def street_dir(tmp_path_factory):
-  """gpjax_street/small built once with every socket call failing (shared with test_attack)."""
-  path = tmp_path_factory.getbasetemp() / 'street_tfds'
-  with pytest.MonkeyPatch.context() as patch:
-    for module, name in ((socket.socket, 'connect'), (socket, 'create_connection'),
-                         (socket, 'getaddrinfo')):
-      patch.setattr(module, name, _no_network)
-    segmentation.load_segmentation('gpjax_street', 'train', data_dir=str(path))
-  return str(path)
+def street_dir(builtin_dir):
+  """gpjax_street/small, built with every socket call failing (`builtin_dir`)."""
+  return builtin_dir('gpjax_street')
 
 
 def test_builtin_set_is_built_offline_and_reads_back(street_dir):

@@ -12,11 +12,10 @@ from gpjax.data import input_pipeline as ip
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp('tfds')
+def data_dir(builtin_dir):
   for name in builtin.BUILTIN_NAMES:
-    builtin.prepare(name, path)
-  return str(path)
+    path = builtin_dir(name)
+  return path
 
 
 @pytest.fixture(scope='module')

@@ -14,7 +14,7 @@ from gpjax import main
 from gpjax.core import checkpoint
 from gpjax.core import trainer
 from gpjax.core import writers
-from gpjax.data import builtin, canvas
+from gpjax.data import canvas
 from gpjax.probes import invariance
 from gpjax.tasks import classification
 from gpjax.errors import ConfigError
@@ -170,11 +170,10 @@ def test_readout_on_canvas_latents():
 
 
 @pytest.fixture(scope='module')
-def source_workdir(tmp_path_factory):
+def source_workdir(tmp_path_factory, builtin_dir):
   """A workdir holding two randomly initialised tiny AugShift models (no training needed),
   checkpointed as steps 2 and 7."""
-  data_dir = tmp_path_factory.mktemp('tfds')
-  builtin.prepare('gpjax_digits', data_dir)
+  data_dir = builtin_dir('gpjax_digits')
   workdir = tmp_path_factory.mktemp('source')
   config = augshift_config.get_config()
   config.data.data_dir = str(data_dir)

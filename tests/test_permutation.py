@@ -254,10 +254,10 @@ def test_command_line_reports_bad_config_in_one_line(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, data_dir):
   """A tiny PermuteNet trained for 2 steps; its test accuracy is the classification task's."""
   from conftest import train_tiny  # Here: subprocesses import this module without conftest.
-  return pathlib.Path(train_tiny(tmp_path_factory, 'permutenet'))
+  return pathlib.Path(train_tiny(tmp_path_factory, data_dir, 'permutenet'))
 
 
 def test_job_end_to_end(trained, tmp_path):

@@ -36,11 +36,12 @@ def _wait_for(path, proc, timeout=600):
 
 
 @pytest.fixture(scope='module')
-def suite(tmp_path_factory, env):
+def suite(tmp_path_factory, env, builtin_dir):
   """The micro suite killed (SIGKILL) after its first AugShift run, then rerun to the end.
   Returns (workdir, rerun output, mtimes of results written before the kill)."""
   workdir = tmp_path_factory.mktemp('reproduce') / 'micro'
-  data_dir = tmp_path_factory.mktemp('reproduce_tfds')
+  data_dir = builtin_dir('gpjax_digits')
+  builtin_dir('gpjax_street')
   proc = subprocess.Popen(_command(workdir, data_dir), env=env, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   first = workdir / 'augshift' / 'runs' / 'semantic_linear_zero_g3_weight0_s0'

@@ -15,10 +15,10 @@ from gpjax.tasks import runs
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, data_dir):
   """A tiny location run trained for 2 steps (checkpoint at step 2)."""
   from conftest import train_tiny  # Not at the top: other processes import test modules.
-  return train_tiny(tmp_path_factory, 'linear')
+  return train_tiny(tmp_path_factory, data_dir, 'linear')
 
 
 def test_load_run_gives_the_runs_config_model_and_newest_variables(trained):

@@ -8,7 +8,6 @@ import pytest
 
 from configs import segmentation_study
 from gpjax.studies import segmentation as segment_study
-from gpjax.data import segmentation
 from gpjax.errors import ConfigError
 
 
@@ -24,10 +23,8 @@ def test_segment_study_grid_is_the_seeds():
 
 
 @pytest.fixture(scope='module')
-def street_dir(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / 'street_tfds'  # test_data_segmentation's, if built.
-  segmentation.load_segmentation('gpjax_street', 'train', data_dir=str(path))
-  return str(path)
+def street_dir(builtin_dir):
+  return builtin_dir('gpjax_street')
 
 
 def test_tiny_study_end_to_end(street_dir, tmp_path):

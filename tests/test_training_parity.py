@@ -49,7 +49,7 @@ from flax import traverse_util
 from configs import location
 from gpjax.core import parallel
 from gpjax.core import trainer
-from gpjax.data import builtin, examples
+from gpjax.data import examples
 from gpjax.interop import torch_classifier
 from gpjax.models import random_ordering
 from gpjax.tasks import classification
@@ -75,10 +75,8 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope='module')
-def digits_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp('parity_tfds')
-  builtin.prepare('gpjax_digits', path)
-  return str(path)
+def digits_dir(builtin_dir):
+  return builtin_dir('gpjax_digits')
 
 
 def _config(digits_dir, head, layer, task):
