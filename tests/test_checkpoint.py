@@ -261,3 +261,63 @@ def test_readers_fall_back_past_an_unreadable_checkpoint_and_refuse_when_none_lo
   with pytest.raises(FileNotFoundError, match=r'no checkpoint of steps \[2, 4\] could be restored'):
     checkpoint.restore_common([manager], [{'w': np.zeros(3, np.float32)}])
   manager.close()
+
+
+def _state(**params):
+  """A train-state-like tree on this process's device: dicts, a tuple, None, two dtypes."""
+  tree = {'params': params, 'opt_state': ({'count': np.int32(3), 'mu': dict(params)}, None),
+          'step': 7}
+  return jax.device_put(tree)
+
+
+def test_a_state_is_saved_packed_and_read_back_leaf_for_leaf(tmp_path):
+  """One array per dtype on disk, the leaves' paths in the meta item; `restore_raw` gives
+  nested dicts of host arrays, `restore_common` the target's own structure and shardings."""
+  state = _state(w=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.float32(0.5))
+  manager = checkpoint.make_manager(str(tmp_path), 5)
+  checkpoint.save(manager, 7, state, {'config': {'seed': 1}})
+  manager.wait_until_finished()
+  packed = manager.item_metadata(7)['state']
+  assert {k: tuple(v.shape) for k, v in packed.items()} == {
+      'float32': (6 + 1 + 6 + 1,), 'int32': (2,)}  # count and step.
+  raw = checkpoint.restore_raw(str(tmp_path))
+  np.testing.assert_array_equal(raw['params']['w'], np.arange(6).reshape(2, 3))
+  np.testing.assert_array_equal(raw['opt_state']['0']['mu']['w'], np.arange(6).reshape(2, 3))
+  assert (float(raw['params']['b']), int(raw['opt_state']['0']['count']), int(raw['step'])) == (
+      0.5, 3, 7)
+  target = jax.tree.map(np.zeros_like, state)
+  target = jax.device_put(target)
+  [restored], step = checkpoint.restore_common([manager], [target])
+  assert step == 7 and jax.tree.structure(restored) == jax.tree.structure(state)
+  for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    assert got.sharding == want.sharding and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+  manager.close()
+
+
+def test_a_checkpoint_of_other_leaves_is_refused_naming_them(tmp_path, capsys):
+  manager = checkpoint.make_manager(str(tmp_path), 5)
+  checkpoint.save(manager, 1, _state(w=np.zeros(3, np.float32), b=np.float32(0)), {})
+  manager.wait_until_finished()
+  target = _state(w=np.zeros(3, np.float32), u=np.float32(0))
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint of steps \[1\] could be restored'):
+    checkpoint.restore_common([manager], [target])
+  assert ("missing ['opt_state/0/mu/u', 'params/u'], unexpected ['opt_state/0/mu/b', "
+          "'params/b'], other shape or dtype []" in capsys.readouterr().out)
+  manager.close()
+
+
+def test_checkpoints_written_leaf_by_leaf_still_load(tmp_path):
+  """A checkpoint of the earlier layout (each leaf its own Orbax array, no layout in meta)."""
+  state = _state(w=np.arange(3, dtype=np.float32), b=np.float32(2))
+  manager = checkpoint.make_manager(str(tmp_path), 5)
+  manager.save(4, args=checkpoint.ocp.args.Composite(
+      state=checkpoint.ocp.args.StandardSave(state), meta=checkpoint.ocp.args.JsonSave({})))
+  manager.wait_until_finished()
+  raw = checkpoint.restore_raw(str(tmp_path))
+  np.testing.assert_array_equal(raw['params']['w'], [0, 1, 2])
+  assert int(raw['step']) == 7
+  [restored], step = checkpoint.restore_common([manager], [jax.tree.map(np.zeros_like, state)])
+  assert step == 4
+  np.testing.assert_array_equal(restored['params']['w'], [0, 1, 2])
+  manager.close()

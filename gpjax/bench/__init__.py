@@ -12,6 +12,8 @@ configs/bench/:
   seeds   python -m gpjax.bench --config=configs/bench/seeds.py --workdir=runs/bench/seeds
   xla     python -m gpjax.bench --config=configs/bench/xla.py --workdir=runs/bench/xla
   parity  python -m gpjax.bench --config=configs/bench/parity.py --workdir=runs/bench/parity
+  checkpoint  python -m gpjax.bench --config=configs/bench/checkpoint.py \
+              --workdir=runs/bench/checkpoint
 
 ``probe`` (`gpjax.bench.probe`): orderings per second of the vmap channel-permutation
 probe against one full forward pass per ordering. ``train`` / ``eval`` / ``canvas``
@@ -19,7 +21,8 @@ probe against one full forward pass per ordering. ``train`` / ``eval`` / ``canva
 and canvas builder on synthetic sources. ``seeds`` (`gpjax.bench.seeds`): R seeds stepped
 in one program (`gpjax.core.multirun`) against one after another, and the PyTorch step
 (`gpjax.bench.torch_reference`). ``xla`` (`gpjax.bench.xla`): the train step under XLA_FLAGS
-settings against XLA's defaults and PyTorch. `gpjax.bench.measure` holds what all of them
+settings against XLA's defaults and PyTorch. ``checkpoint`` (`gpjax.bench.checkpoint`): a
+train state saved and restored packed against leaf by leaf. `gpjax.bench.measure` holds what all of them
 measure alike (synchronised times, the environment, FLOPs, memory).
 
 Each benchmark module has ``validate(config)`` (raises `gpjax.errors.ConfigError`
@@ -35,13 +38,13 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from gpjax.bench import measure, parity, probe, seeds, steps, xla
+from gpjax.bench import checkpoint, measure, parity, probe, seeds, steps, xla
 from gpjax import cli
 from gpjax.checks import one_of
 
 # What a config's `bench` field runs: the module with its validate, run and show.
 BENCHES = {'probe': probe, 'train': steps, 'eval': steps, 'canvas': steps, 'seeds': seeds,
-           'xla': xla, 'parity': parity}
+           'xla': xla, 'parity': parity, 'checkpoint': checkpoint}
 
 
 def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None) -> None:

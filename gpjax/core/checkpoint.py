@@ -1,6 +1,11 @@
 """Orbax checkpoints in ``workdir/checkpoints``: keep the newest n, the best and the steps
 asked for (``train.keep_at``: probes measure a run over training from them).
 
+A state is saved packed: its leaves concatenated into one 1-D array per dtype, their paths,
+shapes and dtypes in the ``meta`` item (Orbax handles arrays one by one: 0.6 s a save or a
+restore of the ~230 arrays of a tiny ResNet-18's state, 0.05 s packed). Checkpoints written
+leaf by leaf (before packing) still load.
+
 Saves are asynchronous; ``close`` waits for them. A process killed mid-save
 leaves a ``*.orbax-checkpoint-tmp`` folder that Orbax ignores, so the previous
 checkpoint is used; a newest checkpoint that fails to load is skipped with a
@@ -10,10 +15,12 @@ warning and the one before it is restored.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Any, Iterator, Sequence
 
 import jax
+import numpy as np
 from absl import logging
 
 from gpjax import lazy
@@ -51,24 +58,128 @@ def make_manager(workdir: str, keep: int, keep_at: Sequence[int] = ()
                                  options=options, item_names=('state', 'meta'))
 
 
+def _name(key: Any) -> str:
+  """A path entry as Orbax names it: a dict key, a field name or a sequence index."""
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _host(x: Any) -> np.ndarray:
+  """This process's copy of a replicated leaf."""
+  if isinstance(x, jax.Array):
+    if not x.is_fully_replicated:
+      raise ValueError(f'checkpoints hold replicated states; a leaf is sharded as {x.sharding}.')
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(x)
+
+
+def _dtype(x: Any) -> str:
+  return np.dtype(x.dtype).name if hasattr(x, 'dtype') else np.asarray(x).dtype.name
+
+
+def layout(state: Any) -> list[list[Any]]:
+  """[path, shape, dtype] of each leaf of ``state``, in order (the paths as Orbax names them:
+  ``['params', 'head', 'kernel']``, ``['opt_state', '0', 'mu', ...]``)."""
+  return [[[_name(k) for k in path], list(np.shape(x)), _dtype(x)]
+          for path, x in jax.tree.leaves_with_path(state)]
+
+
+def _pack(state: Any) -> dict[str, Any]:
+  """The leaves of ``state`` concatenated, one 1-D array per dtype, on the leaves' sharding
+  (replicated over the mesh) when they are jax.Arrays."""
+  leaves = jax.tree.leaves(state)
+  packs: dict[str, list[np.ndarray]] = {}
+  for x in leaves:
+    packs.setdefault(_dtype(x), []).append(_host(x).ravel())
+  sharding = next((x.sharding for x in leaves if isinstance(x, jax.Array)), None)
+  out = {}
+  for dtype, parts in packs.items():
+    flat = np.concatenate(parts)
+    out[dtype] = flat if sharding is None else jax.make_array_from_callback(
+        flat.shape, sharding, lambda index, flat=flat: flat[index])
+  return out
+
+
+def _packed_abstract(entries: list[list[Any]], sharding: Any) -> dict[str, Any]:
+  """The 1-D arrays that hold the leaves of ``entries`` (a `layout`), as restore targets."""
+  sizes: dict[str, int] = {}
+  for _, shape, dtype in entries:
+    sizes[dtype] = sizes.get(dtype, 0) + math.prod(shape)
+  if sharding is None:
+    return {d: np.zeros(n, d) for d, n in sizes.items()}
+  return {d: jax.ShapeDtypeStruct((n,), d, sharding=sharding) for d, n in sizes.items()}
+
+
+def _unpack(packs: dict[str, Any], entries: list[list[Any]]) -> list[np.ndarray]:
+  """The leaves (host arrays) of ``entries`` cut from their dtype's packed array."""
+  host = {d: _host(a) for d, a in packs.items()}
+  offsets = dict.fromkeys(host, 0)
+  leaves = []
+  for _, shape, dtype in entries:
+    n = math.prod(shape)
+    leaves.append(host[dtype][offsets[dtype]:offsets[dtype] + n].reshape(shape))
+    offsets[dtype] += n
+  return leaves
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any],
          metrics: dict[str, float] | None = None) -> None:
-  """Saves ``state`` at ``step``, replacing a checkpoint already there: after a
-  resume, the only such one is a newer checkpoint that `restore_common` skipped
-  (unreadable, or newer than the other runs' of its group; Orbax refuses to save a
-  step twice). A failed save (a full disk) raises OSError naming the last good step."""
+  """Saves ``state`` (packed; its `layout` joins ``meta``) at ``step``, replacing a checkpoint
+  already there: after a resume, the only such one is a newer checkpoint that
+  `restore_common` skipped (unreadable, or newer than the other runs' of its group; Orbax
+  refuses to save a step twice). A failed save (a full disk) raises OSError naming the last
+  good step."""
   try:
     if step in manager.all_steps():
       manager.wait_until_finished()
       manager.delete(step)
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)),
-                 metrics=metrics, force=True)
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_pack(state)),
+        meta=ocp.args.JsonSave({**meta, 'layout': layout(state)})), metrics=metrics, force=True)
   except OSError as e:  # A full or read-only disk: stop now, the run resumes from the last.
     kept = [s for s in manager.all_steps() if s != step]
     raise OSError(f'saving the checkpoint at step {step} failed ({e}); the last good one is '
                   f'step {max(kept) if kept else "none"}: free space and rerun to resume '
                   'from it.') from e
+
+
+class LayoutError(ValueError):
+  """A checkpoint whose leaves are not the state's."""
+
+
+def _fits(saved: list[list[Any]], want: list[list[Any]]) -> None:
+  """LayoutError naming the missing and unexpected leaves when a checkpoint's layout is not
+  the target's."""
+  if saved == want:
+    return
+  names = {'/'.join(p): (s, d) for p, s, d in saved}
+  wants = {'/'.join(p): (s, d) for p, s, d in want}
+  missing = sorted(set(wants) - set(names))
+  unexpected = sorted(set(names) - set(wants))
+  changed = sorted(k for k in set(names) & set(wants) if names[k] != wants[k])
+  raise LayoutError(f'the checkpoint does not fit the state: missing {missing}, unexpected '
+                    f'{unexpected}, other shape or dtype {changed}')
+
+
+def _restore_into(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
+  """The state at ``step`` in the structure, shapes and shardings of ``target``."""
+  want = layout(target)
+  leaves = jax.tree.leaves(target)
+  sharding = next((x.sharding for x in leaves if isinstance(x, jax.Array)), None)
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  if 'layout' not in meta:  # Written leaf by leaf.
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))['state']
+  _fits(meta['layout'], want)
+  packs = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_packed_abstract(want, sharding))))['state']
+  values = [jax.make_array_from_callback(v.shape, x.sharding, lambda i, v=v: v[i])
+            if isinstance(x, jax.Array) else v
+            for v, x in zip(_unpack(packs, want), leaves)]
+  return jax.tree.unflatten(jax.tree.structure(target), values)
 
 
 def restore_common(managers: Sequence[ocp.CheckpointManager],
@@ -80,17 +191,16 @@ def restore_common(managers: Sequence[ocp.CheckpointManager],
   with no common checkpoint starts afresh); FileNotFoundError when they have some and none
   loads.
   """
-  abstracts = [jax.tree.map(ocp.utils.to_shape_dtype_struct, t) for t in targets]
   common = set.intersection(*(set(m.all_steps()) for m in managers))
   for step in sorted(common, reverse=True):
     try:
       with _quiet():
-        states = [m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(a)))
-                  ['state'] for m, a in zip(managers, abstracts)]
+        states = [_restore_into(m, step, t) for m, t in zip(managers, targets)]
       return states, step
     except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
-      print(f'WARNING: checkpoint at step {step} could not be restored '
-            f'({type(e).__name__}); falling back to the previous one.', flush=True)
+      why = f'{e}' if isinstance(e, LayoutError) else type(e).__name__
+      print(f'WARNING: checkpoint at step {step} could not be restored ({why}); falling back '
+            'to the previous one.', flush=True)
   if common:  # Checkpoints there, none readable: never train afresh over them.
     raise FileNotFoundError(f'no checkpoint of steps {sorted(common)} could be restored; move '
                             'the run aside (--restart) to train it again from step 0.')
@@ -112,6 +222,29 @@ def saved_steps(workdir: str) -> list[int]:
     return sorted(manager.all_steps())
 
 
+def _restore_raw_step(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The state at ``step`` as nested dicts of host arrays, on one local device's terms."""
+  # Onto one local device: without a target Orbax reuses the saved shardings
+  # and refuses a checkpoint written on other devices (e.g. 8 of them).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  if 'layout' not in meta:  # Written leaf by leaf.
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            manager.item_metadata(step)['state'])
+    return jax.device_get(manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))['state'])
+  entries = meta['layout']
+  packs = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_packed_abstract(entries, device))))['state']
+  tree: dict[str, Any] = {}
+  for (path, _, _), leaf in zip(entries, _unpack(packs, entries)):
+    node = tree
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = leaf
+  return tree
+
+
 def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
   """Loads a workdir's checkpoint at ``step`` (None: the newest) as a plain tree of numpy
   arrays, e.g. ``{'params': ..., 'batch_stats': ..., 'step': ...}`` for probes."""
@@ -125,17 +258,9 @@ def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
     steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
     if not steps:
       raise FileNotFoundError(f'{directory} holds no complete checkpoint.')
-    # Onto one local device: without a target Orbax reuses the saved shardings
-    # and refuses a checkpoint written on other devices (e.g. 8 of them).
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     for step in steps:  # The newest that loads, as training resumes (`restore_common`).
       try:
-        abstract = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-            manager.item_metadata(step)['state'])
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))
-        break
+        return _restore_raw_step(manager, step)
       except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
         if step == steps[-1]:
           raise FileNotFoundError(f'{directory}: no checkpoint could be restored (steps '
@@ -143,4 +268,3 @@ def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
                                   ) from None
         print(f'WARNING: checkpoint at step {step} could not be restored '
               f'({type(e).__name__}); falling back to the previous one.', flush=True)
-  return jax.device_get(restored['state'])
