@@ -287,14 +287,14 @@ runpy.run_module('gpjax.main', run_name='__main__', alter_sys=True)
 
 
 def test_two_processes_run_a_study(data_dir, env, tmp_path):
-  """A study (training runs, then permutation probes) on two processes: only process 0
+  """A study (a training run, then its permutation probe) on two processes: only process 0
   writes the study's files, and process 1 never reads one that it may not have written
   yet (process 0 is made slow to write them)."""
   workdir, address = tmp_path / 'study', f'localhost:{free_port()}'
   overrides = dict(**{'study.tasks': ('location',), 'study.heads': ('gapnet',),
                       'study.paddings': ('zero',), 'study.seeds': 1, 'study.probe_layers': (4,),
                       'probe.probe.num_orderings': 3, 'study.layer_protocol': (),
-                      'study.plain_heads': (),
+                      'study.plain_heads': (), 'study.probe_heads': ('gapnet',),
                       'base.data.name': 'gpjax_photos', 'base.data.data_dir': data_dir,
                       'base.data.image_size': 16, 'base.model.width': 4},
                    **{f'base.train.{k}': v for k, v in
@@ -305,10 +305,10 @@ def test_two_processes_run_a_study(data_dir, env, tmp_path):
                 f'--process_id={i}'], env) for i in range(2)]
   finish(two)
   summary = results(workdir)
-  assert [c['head'] for c in summary['cells']] == ['gapnet', 'linear']
+  assert [c['head'] for c in summary['cells']] == ['gapnet']  # One run, probed.
   [probe] = summary['probes']
-  assert (probe['layer'], probe['head']) == (4, 'linear')
-  run = results(workdir / 'runs' / 'location_linear_zero_g3_s0')
+  assert (probe['layer'], probe['head']) == (4, 'gapnet')
+  run = results(workdir / 'runs' / 'location_gapnet_zero_g3_s0')
   assert probe['identity_mean'] == pytest.approx(run['test_accuracy'], abs=1e-6)
   assert run['num_processes'] == 2
   assert (workdir / 'table.md').exists() and (workdir / 'accuracy.png').exists()

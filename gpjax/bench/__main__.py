@@ -11,6 +11,7 @@ Any config field can be overridden, e.g. ``--config.width=16`` or ``--config.bat
   seeds    seeds in one program (gpjax.core.multirun) against one after another; the PyTorch step
   xla      the train step under XLA_FLAGS settings against the defaults and PyTorch
   parity   the official recipe (a PyTorch transcription) trained beside gpjax, test accuracy
+  checkpoint  a train state saved and restored packed against leaf by leaf (Orbax's layout)
 """
 
 import sys
