@@ -51,7 +51,9 @@ def run_and_read(tmp_path, name: str, overrides: list[str]) -> dict:
 
 
 # Runs every benchmark with scikit-learn and tensorboardX made unimportable: what a benchmark
-# needs of the stack is what training needs (launch/wheels), no more.
+# needs of the stack is what training needs (launch/wheels), no more. (Not `checkpoint`: Orbax
+# asks importlib whether TensorFlow is installed, which this block answers with an error, not
+# with "no".)
 WITHOUT_DATA_STACK = """
 import sys
 class Block:
@@ -73,9 +75,7 @@ tiny = ['--config.batch=8', '--config.steps=1', '--config.warmup=1', '--config.m
 for name in ('train', 'eval'):
   run(name, *tiny, '--config.width=4', '--config.dtype=float32')
 run('canvas', *tiny, '--config.grid=2')
-run('probe', '--config.layer=5', '--config.orderings=2', '--config.images=8',
-    '--config.width=4', '--config.repeats=1', '--config.official_orderings=1',
-    '--config.official_batch=8')
+run('probe', *sys.argv[2:])  # test_bench_probe's settings: its compiles are shared.
 run('seeds', '--config.seeds=2', "--config.modes=('sequential', 'unroll')", '--config.width=4',
     '--config.source_size=8', '--config.batch=8', '--config.steps=1', '--config.warmup=0',
     '--config.torch=off')
@@ -84,8 +84,9 @@ assert 'ml_collections' in sys.modules
 
 
 def test_benchmarks_run_without_sklearn_or_tensorboardx(tmp_path, env):
-  subprocess.run([sys.executable, '-c', WITHOUT_DATA_STACK, str(tmp_path)], check=True, env=env,
-                 cwd=REPO)
+  from test_bench_probe import TINY  # Not at the top: it imports this module.
+  subprocess.run([sys.executable, '-c', WITHOUT_DATA_STACK, str(tmp_path), *TINY,
+                  '--config.images=200'], check=True, env=env, cwd=REPO)
   for name in ('train', 'eval', 'canvas', 'probe', 'seeds'):
     with open(tmp_path / name / f'{name}.json') as f:
       assert json.load(f)['benchmark'] == name
