@@ -168,7 +168,6 @@ def test_permutenet_tested_under_orderings(data_dir, tmp_path, layer):
   probe.probe.layer = layer
   probe.probe.ordering_chunk = 3
   run = runs.load_run(str(tmp_path))
-  source, model, variables, info = run.config, run.model, run.variables, run.info
   probed = permutation.evaluate(probe, run)
   per_ordering = np.array(probed['accuracy_per_ordering'])
   np.testing.assert_allclose(results['test_accuracy'], per_ordering[1:].mean(), rtol=1e-6)

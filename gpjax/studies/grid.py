@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import functools
 import itertools
-import math
 import os
 from typing import Any, Callable, Mapping, Sequence
 
