@@ -136,6 +136,13 @@ def _no_network(*args, **kwargs):
   raise OSError('network access during a test')
 
 
+def offline(patch: pytest.MonkeyPatch) -> None:
+  """Makes every socket connection and name lookup fail while ``patch`` holds."""
+  for module, attr in ((socket.socket, 'connect'), (socket, 'create_connection'),
+                       (socket, 'getaddrinfo')):
+    patch.setattr(module, attr, _no_network)
+
+
 @pytest.fixture(scope='session')
 def builtin_dir(tmp_path_factory):
   """``builtin_dir(name)``: the session's one tfds data dir, shared by the pytest-xdist
@@ -149,9 +156,7 @@ def builtin_dir(tmp_path_factory):
     root.mkdir(exist_ok=True)
     with open(f'{root}.lock', 'w') as lock, pytest.MonkeyPatch.context() as patch:
       fcntl.flock(lock, fcntl.LOCK_EX)
-      for module, attr in ((socket.socket, 'connect'), (socket, 'create_connection'),
-                           (socket, 'getaddrinfo')):
-        patch.setattr(module, attr, _no_network)
+      offline(patch)
       if name.startswith('gpjax_street'):
         segmentation.load_segmentation(name, 'train', data_dir=str(root))
       else:

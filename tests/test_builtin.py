@@ -1,13 +1,13 @@
 """Tests for gpjax.data.builtin: offline generation, contents, determinism."""
 
 import os
-import socket
 import sys
 
 import numpy as np
 import pytest
 import skimage.io
 import tensorflow_datasets as tfds
+from conftest import offline
 from sklearn import datasets as sk_datasets
 
 from gpjax.data import builtin
@@ -16,18 +16,12 @@ from gpjax.data import builtin
 GRAY_PHOTOS = {'brick', 'camera', 'cell', 'coins', 'grass', 'gravel', 'moon'}
 
 
-def _no_network(*args, **kwargs):
-  raise OSError('network access during a test')
-
-
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """Both built-in sets, built once with every socket call failing."""
   path = tmp_path_factory.mktemp('tfds')
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(socket.socket, 'connect', _no_network)
-    patch.setattr(socket, 'create_connection', _no_network)
-    patch.setattr(socket, 'getaddrinfo', _no_network)
+    offline(patch)
     for name in builtin.BUILTIN_NAMES:
       builtin.prepare(name, path)
   return path

@@ -285,8 +285,7 @@ def test_a_state_is_saved_packed_and_read_back_leaf_for_leaf(tmp_path):
   np.testing.assert_array_equal(raw['opt_state']['0']['mu']['w'], np.arange(6).reshape(2, 3))
   assert (float(raw['params']['b']), int(raw['opt_state']['0']['count']), int(raw['step'])) == (
       0.5, 3, 7)
-  target = jax.tree.map(np.zeros_like, state)
-  target = jax.device_put(target)
+  target = jax.device_put(jax.tree.map(np.zeros_like, state))
   [restored], step = checkpoint.restore_common([manager], [target])
   assert step == 7 and jax.tree.structure(restored) == jax.tree.structure(state)
   for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):

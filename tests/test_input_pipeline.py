@@ -1,10 +1,9 @@
 """Tests for gpjax.data.input_pipeline."""
 
-import socket
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import offline
 from sklearn import datasets as sk_datasets
 
 from gpjax.data import batching, builtin
@@ -118,10 +117,7 @@ def test_cifar10_under_mock_data(tmp_path):
 
 
 def test_missing_prepared_set_says_how_to_prepare(tmp_path, monkeypatch):
-  def no_network(*args, **kwargs):
-    raise OSError('network access during a test')
-  monkeypatch.setattr(socket.socket, 'connect', no_network)
-  monkeypatch.setattr(socket, 'getaddrinfo', no_network)
+  offline(monkeypatch)
   with pytest.raises(ip.DatasetNotPreparedError) as error:
     ip.load_source('cifar100', 'train', data_dir=str(tmp_path))
   message = str(error.value)

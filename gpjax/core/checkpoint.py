@@ -75,6 +75,17 @@ def _host(x: Any) -> np.ndarray:
   return np.asarray(x)
 
 
+def _sharding(leaves: Sequence[Any]) -> Any:
+  """The sharding of the first jax.Array among ``leaves`` (a state's are all replicated),
+  or None when none is one."""
+  return next((x.sharding for x in leaves if isinstance(x, jax.Array)), None)
+
+
+def _meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The ``meta`` item of the checkpoint at ``step`` (its ``layout`` when packed)."""
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+
 def _dtype(x: Any) -> str:
   return np.dtype(x.dtype).name if hasattr(x, 'dtype') else np.asarray(x).dtype.name
 
@@ -93,7 +104,7 @@ def _pack(state: Any) -> dict[str, Any]:
   packs: dict[str, list[np.ndarray]] = {}
   for x in leaves:
     packs.setdefault(_dtype(x), []).append(_host(x).ravel())
-  sharding = next((x.sharding for x in leaves if isinstance(x, jax.Array)), None)
+  sharding = _sharding(leaves)
   out = {}
   for dtype, parts in packs.items():
     flat = np.concatenate(parts)
@@ -167,8 +178,8 @@ def _restore_into(manager: ocp.CheckpointManager, step: int, target: Any) -> Any
   """The state at ``step`` in the structure, shapes and shardings of ``target``."""
   want = _layout(target)
   leaves = jax.tree.leaves(target)
-  sharding = next((x.sharding for x in leaves if isinstance(x, jax.Array)), None)
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  sharding = _sharding(leaves)
+  meta = _meta(manager, step)
   if 'layout' not in meta:  # Written leaf by leaf.
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     return manager.restore(step, args=ocp.args.Composite(
@@ -227,7 +238,7 @@ def _restore_raw_step(manager: ocp.CheckpointManager, step: int) -> dict[str, An
   # Onto one local device: without a target Orbax reuses the saved shardings
   # and refuses a checkpoint written on other devices (e.g. 8 of them).
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  meta = _meta(manager, step)
   if 'layout' not in meta:  # Written leaf by leaf.
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                             manager.item_metadata(step)['state'])
