@@ -6,7 +6,7 @@ compiled step can advance all R of them (`train_group`). Each run keeps its own 
 `trainer.train_and_evaluate` would write them alone; a run trained in a group is loaded,
 probed and resumed as any other. Modes:
 
-- ``sequential``: one run after another (`trainer.train_and_evaluate`).
+- ``sequential``: one run after another (`trainer.train_run`), sharing one compiled step.
 - ``unroll``: one jitted step holding R copies of the per-run step (R independent
   subgraphs that XLA schedules together); the same numbers as sequential runs.
 - ``vmap``: ``jit(vmap(step))`` over a leading run axis of the states and batches: batched
@@ -122,12 +122,11 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   if len(configs) != len(workdirs):
     raise ValueError(f'{len(configs)} configs for {len(workdirs)} workdirs.')
   check_group(configs)
-  mode = resolve(mode)
-  if mode == 'sequential' or len(configs) == 1:
-    return [trainer.train_and_evaluate(c, w, task) for c, w in zip(configs, workdirs)]
+  mode, num, setup = resolve(mode), len(configs), trainer.prepare(configs[0], task)
+  if mode == 'sequential' or num == 1:
+    return [trainer.train_run(setup, c, w) for c, w in zip(configs, workdirs)]
   for w in workdirs:
     os.makedirs(w, exist_ok=True)
-  num, setup = len(configs), trainer.prepare(configs[0], task)
   states = [trainer.initial_state(setup, c) for c in configs]
   step = group_step(setup.train_step, setup.mesh, mode, num)
   run_batches = [trainer.host_batches(setup, c) for c in configs]

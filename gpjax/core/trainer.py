@@ -75,18 +75,25 @@ def create_train_state(seed: int | jax.Array, model: nn.Module, tx: optax.Gradie
                     batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
 
 
-def init_state(seed: int, model: nn.Module, tx: optax.GradientTransformation,
-               input_shape: tuple[int, ...], mesh: jax.sharding.Mesh,
-               weights: Any = None) -> TrainState:
-  """`create_train_state` in one jitted call, replicated over ``mesh`` (``weights``, e.g. a
-  pretrained backbone, enter as arguments, not as constants). On CPU the init
-  program is compiled without backend optimisation: it runs once, and XLA:CPU otherwise
-  spends seconds optimising the random initialisers (7.9 s vs 1.4 s for a ResNet-18)."""
+def init_fn(model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, ...],
+            mesh: jax.sharding.Mesh) -> Callable[..., TrainState]:
+  """`create_train_state` jitted, its state replicated over ``mesh``: (seed, weights=None) ->
+  TrainState, one compiled program for every seed (``weights``, e.g. a pretrained backbone,
+  enter as arguments, not as constants). On CPU the init program is compiled without backend
+  optimisation: it runs once per run, and XLA:CPU otherwise spends seconds optimising the
+  random initialisers (7.9 s vs 1.4 s for a ResNet-18)."""
   options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
   init = jax.jit(functools.partial(create_train_state, model=model.clone(bn_axis_name=None),
                                    tx=tx, input_shape=input_shape),
                  out_shardings=parallel.replicated(mesh), compiler_options=options)
-  return init(jnp.asarray(seed, jnp.int32), weights=weights)
+  return lambda seed, weights=None: init(jnp.asarray(seed, jnp.int32), weights=weights)
+
+
+def init_state(seed: int, model: nn.Module, tx: optax.GradientTransformation,
+               input_shape: tuple[int, ...], mesh: jax.sharding.Mesh,
+               weights: Any = None) -> TrainState:
+  """The state of `init_fn` for one ``seed``."""
+  return init_fn(model, tx, input_shape, mesh)(seed, weights)
 
 
 def apply_gradients(state: TrainState, tx: optax.GradientTransformation, grads: Any,
@@ -166,6 +173,7 @@ class Setup:
   model: nn.Module
   tx: optax.GradientTransformation
   schedule: loop.Schedule
+  init: Callable  # `init_fn`: (seed, weights=None) -> the replicated fresh state.
   train_step: Callable  # Per device: (state, batch) -> (state, metrics); see `parallel`.
   p_train_step: Callable  # jit(shard_map(train_step)), the state donated.
   p_eval_step: Callable  # jit(shard_map(task.eval_step)).
@@ -173,7 +181,8 @@ class Setup:
 
 def prepare(config: ml_collections.ConfigDict, task: Task) -> Setup:
   """Checks the batch sizes against the devices, loads the data, builds the model, the
-  optimiser, the schedule and the steps of ``config`` (its seed aside)."""
+  optimiser, the schedule and the steps of ``config`` (its seed aside): the runs of a
+  group (`gpjax.core.multirun`) share them, so they trace and compile once."""
   mesh, t = parallel.make_mesh(), config.train
   for field, size in (('train.batch_size', t.batch_size),
                       ('eval.batch_size', config.eval.batch_size)):
@@ -188,6 +197,7 @@ def prepare(config: ml_collections.ConfigDict, task: Task) -> Setup:
       tx=tx, schedule=loop.Schedule(total, eval_every, ckpt_every, t.log_every,
                                     t.keep_checkpoints, t.batch_size, step_list(t.eval_at),
                                     step_list(t.keep_at)),
+      init=init_fn(model, tx, task.input_shape(config, info), mesh),
       train_step=step, p_train_step=parallel.shard_step(step, mesh, outputs=2, donate=True),
       p_eval_step=parallel.shard_step(
           functools.partial(task.eval_step, model=model, config=config, info=info), mesh))
@@ -197,9 +207,7 @@ def initial_state(setup: Setup, config: ml_collections.ConfigDict) -> TrainState
   """The fresh state of the run ``config`` (its ``seed``), replicated over the mesh; the
   task's ``weights``, if any, replace the initialised variables (`replace_variables`)."""
   weights = setup.task.weights
-  return init_state(config.seed, setup.model, setup.tx,
-                    setup.task.input_shape(config, setup.info), setup.mesh,
-                    weights=weights(config, setup.model) if weights is not None else None)
+  return setup.init(config.seed, weights(config, setup.model) if weights is not None else None)
 
 
 def host_batches(setup: Setup, config: ml_collections.ConfigDict
@@ -242,13 +250,12 @@ def finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task
-                       ) -> dict[str, Any]:
-  """Trains ``task`` in ``workdir`` (resuming from its newest checkpoint), evaluates it,
-  and returns the contents of ``results.json`` (or ``{'preempted_at_step': s}``).
-  (Several seeds of one config in one program: `gpjax.core.multirun`.)"""
+def train_run(setup: Setup, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the run ``config`` (whose config, but for its seed, made ``setup``) in ``workdir``
+  (resuming from its newest checkpoint), evaluates it, and returns the contents of
+  ``results.json`` (or ``{'preempted_at_step': s}``)."""
   os.makedirs(workdir, exist_ok=True)
-  setup = prepare(config, task)
+  task = setup.task
   # The checkpoint manager keeps the best by ``task.metric``.
   out = loop.run(
       workdir, initial_state(setup, config), schedule=setup.schedule,
@@ -258,3 +265,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Ta
       batches=host_batches(setup, config), evaluate=lambda state: run_eval(setup, config, state),
       metric=task.metric, desc=task.description(config))
   return finish(setup, config, workdir, out)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, task: Task
+                       ) -> dict[str, Any]:
+  """`train_run` of ``task`` with a `Setup` of its own. (Several seeds of one config:
+  `gpjax.core.multirun`.)"""
+  return train_run(prepare(config, task), config, workdir)
