@@ -3,7 +3,10 @@
 import fcntl
 import functools
 import os
+import re
 import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -17,6 +20,53 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # padding/resnet/vgg/classifier/canvas tests took 75 s of CPU instead of 109 s on
 # 2 cores (measured 2026-11), and every float32 comparison holds either way.
 jax.config.update('jax_disable_most_optimizations', True)
+# And with XLA:CPU's older loop emitters for fusions where the jaxlib still has them (jax
+# 0.10, not 0.12): on these unoptimised programs the default fusion emitters take twice the
+# compile time (a micro train step: 4.1 s vs 2.0 s; the test suite 33 min 6 s of CPU -> 24 min
+# 39 s, measured 2026-12-03; with XLA's optimisations on, as the CLI runs, they are the faster).
+# In the environment, so that every subprocess (`env`, the pytest-xdist workers) compiles alike;
+# tests that give a subprocess more host devices add their flag to these. The loop emitters
+# round two programs of the same sums differently where the fusion emitters do not: tests
+# that require such programs bitwise equal are marked ``product_emitters`` and run in a child
+# pytest under the emitters the CLI uses (`pytest_pyfunc_call`).
+LOOP_EMITTERS = '--xla_cpu_use_fusion_emitters=false'
+
+
+def _xla_knows(flag: str) -> bool:
+  """Whether this jaxlib's XLA accepts ``flag`` (it aborts on an unknown one)."""
+  probe = subprocess.run([sys.executable, '-c', 'import jax; jax.devices()'],
+                         env=dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS='cpu'),
+                         capture_output=True)
+  return probe.returncode == 0
+
+
+# Not where the flag is set already, either way (a child of `pytest_pyfunc_call` sets it true).
+if ('xla_cpu_use_fusion_emitters' not in os.environ.get('XLA_FLAGS', '')
+    and _xla_knows(LOOP_EMITTERS)):
+  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {LOOP_EMITTERS}".strip()
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'product_emitters: requires two compiled programs bitwise '
+                          "equal; runs under XLA's default fusion emitters (see conftest)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+  """A ``product_emitters`` test, where this process compiles with the loop emitters, runs in
+  a child pytest under the default fusion emitters, and passes here when it passes there."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if pyfuncitem.get_closest_marker('product_emitters') is None or LOOP_EMITTERS not in flags:
+    return None
+  child = subprocess.run(
+      [sys.executable, '-m', 'pytest', '-q', '-n', '0', '-p', 'no:cacheprovider',
+       pyfuncitem.nodeid],
+      cwd=REPO, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, XLA_FLAGS=flags.replace(LOOP_EMITTERS,
+                                                   '--xla_cpu_use_fusion_emitters=true')))
+  assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
+  assert re.search(r'\b1 passed\b', child.stdout), child.stdout[-2000:]
+  return True
 
 # Pixels the official 'no padding' resize adds per side length, by kernel size.
 NONE_GROWTH = {3: 2, 7: 3}

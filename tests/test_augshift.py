@@ -312,6 +312,7 @@ def _train_step_before_augshift(state, batch, *, model, tx, config, info):
   return new_state, {'loss': loss, 'accuracy': accuracy}
 
 
+@pytest.mark.product_emitters
 @pytest.mark.parametrize('task', ['location', 'semantic'])
 def test_default_training_is_bit_identical_to_before(setup, monkeypatch, task):
   """3 steps of the default config (AugShift off) against the pre-AugShift step, with the

@@ -162,8 +162,9 @@ def launched(data_dir, env, tmp_path_factory):
   if jax.default_backend() != 'cpu' or jax.device_count() != 1:
     pytest.skip('the 1-device reference runs in this process, which must have one CPU device')
   root = tmp_path_factory.mktemp('launched')
+  devices = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
   eight = start([sys.executable, '-m', 'gpjax.main', *flags(root / 'eight', data_dir)],
-                dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=8'))
+                dict(env, XLA_FLAGS=devices))
   (root / 'dumps').mkdir()
   address = f'localhost:{free_port()}'
   two = [start([sys.executable, '-c', DISTRIBUTED_DRIVER, *flags(root / 'two', data_dir),

@@ -100,7 +100,8 @@ def _assert_equal_runs(group_dirs, separate, rtol):
     _assert_params_close(got_params, params, rtol)
 
 
-@pytest.mark.parametrize('mode, rtol', [('unroll', 0.0), ('vmap', 1e-4)])
+@pytest.mark.parametrize('mode, rtol', [
+    pytest.param('unroll', 0.0, marks=pytest.mark.product_emitters), ('vmap', 1e-4)])
 def test_runs_trained_together_equal_separate_runs(separate, data_dir, tmp_path, mode, rtol):
   """Unrolled: the same numbers exactly; vmapped: within float tolerance."""
   dirs = [str(tmp_path / f'r{i}') for i in range(len(SEEDS))]

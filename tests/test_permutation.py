@@ -302,8 +302,8 @@ def test_sharded_over_two_devices_matches_one(tmp_path):
       assert one == two and one['num_images'] == {N - 1}, (one, two)
       print('OK')
       """)
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   out = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0 and out.stdout.strip().endswith('OK'), out.stderr[-2000:]
