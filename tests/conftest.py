@@ -21,9 +21,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 2 cores (measured 2026-11), and every float32 comparison holds either way.
 jax.config.update('jax_disable_most_optimizations', True)
 # And with XLA:CPU's older loop emitters for fusions where the jaxlib still has them (jax
-# 0.10, not 0.12): on these unoptimised programs the default fusion emitters take twice the
-# compile time (a micro train step: 4.1 s vs 2.0 s; the test suite 33 min 6 s of CPU -> 24 min
-# 39 s, measured 2026-12-03; with XLA's optimisations on, as the CLI runs, they are the faster).
+# 0.10, not 0.12): on these unoptimised programs the default fusion emitters compile slower
+# (the test suite: 33 min 6 s of CPU -> 27 min 51 s; with XLA's optimisations on, as the CLI
+# runs, the loop emitters are the slower: docs/benchmarks/loops_cpu_epyc2.md).
 # In the environment, so that every subprocess (`env`, the pytest-xdist workers) compiles alike;
 # tests that give a subprocess more host devices add their flag to these. The loop emitters
 # round two programs of the same sums differently where the fusion emitters do not: tests
