@@ -75,6 +75,11 @@ def _host(x: Any) -> np.ndarray:
   return np.asarray(x)
 
 
+def _placed(host: np.ndarray, sharding: Any) -> jax.Array:
+  """``host`` as a jax.Array on ``sharding`` (replicated: every device gets all of it)."""
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def _sharding(leaves: Sequence[Any]) -> Any:
   """The sharding of the first jax.Array among ``leaves`` (a state's are all replicated),
   or None when none is one."""
@@ -84,6 +89,12 @@ def _sharding(leaves: Sequence[Any]) -> Any:
 def _meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   """The ``meta`` item of the checkpoint at ``step`` (its ``layout`` when packed)."""
   return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+
+def _read_state(manager: ocp.CheckpointManager, step: int, abstract: Any) -> Any:
+  """The ``state`` item at ``step`` in the shapes, dtypes and shardings of ``abstract``."""
+  return manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))['state']
 
 
 def _dtype(x: Any) -> str:
@@ -108,8 +119,7 @@ def _pack(state: Any) -> dict[str, Any]:
   out = {}
   for dtype, parts in packs.items():
     flat = np.concatenate(parts)
-    out[dtype] = flat if sharding is None else jax.make_array_from_callback(
-        flat.shape, sharding, lambda index, flat=flat: flat[index])
+    out[dtype] = flat if sharding is None else _placed(flat, sharding)
   return out
 
 
@@ -123,9 +133,12 @@ def _packed_abstract(entries: list[list[Any]], sharding: Any) -> dict[str, Any]:
   return {d: jax.ShapeDtypeStruct((n,), d, sharding=sharding) for d, n in sizes.items()}
 
 
-def _unpack(packs: dict[str, Any], entries: list[list[Any]]) -> list[np.ndarray]:
-  """The leaves (host arrays) of ``entries`` cut from their dtype's packed array."""
-  host = {d: _host(a) for d, a in packs.items()}
+def _read_packed(manager: ocp.CheckpointManager, step: int, entries: list[list[Any]],
+                 sharding: Any) -> list[np.ndarray]:
+  """The leaves (host arrays) of ``entries`` (a `_layout`) of the packed state at ``step``,
+  read onto ``sharding`` and cut from their dtype's array."""
+  host = {d: _host(a) for d, a in
+          _read_state(manager, step, _packed_abstract(entries, sharding)).items()}
   offsets = dict.fromkeys(host, 0)
   leaves = []
   for _, shape, dtype in entries:
@@ -181,16 +194,19 @@ def _restore_into(manager: ocp.CheckpointManager, step: int, target: Any) -> Any
   sharding = _sharding(leaves)
   meta = _meta(manager, step)
   if 'layout' not in meta:  # Written leaf by leaf.
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    return manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))['state']
+    return _read_state(manager, step, jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
   _fits(meta['layout'], want)
-  packs = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_packed_abstract(want, sharding))))['state']
-  values = [jax.make_array_from_callback(v.shape, x.sharding, lambda i, v=v: v[i])
-            if isinstance(x, jax.Array) else v
-            for v, x in zip(_unpack(packs, want), leaves)]
+  values = [_placed(v, x.sharding) if isinstance(x, jax.Array) else v
+            for v, x in zip(_read_packed(manager, step, want, sharding), leaves)]
   return jax.tree.unflatten(jax.tree.structure(target), values)
+
+
+def _warn_fallback(step: int, error: Exception) -> None:
+  """The one line a reader prints when the checkpoint at ``step`` does not load and it falls
+  back to the one before (a layout that does not fit is named leaf by leaf)."""
+  why = f'{error}' if isinstance(error, LayoutError) else type(error).__name__
+  print(f'WARNING: checkpoint at step {step} could not be restored ({why}); falling back to '
+        'the previous one.', flush=True)
 
 
 def restore_common(managers: Sequence[ocp.CheckpointManager],
@@ -209,9 +225,7 @@ def restore_common(managers: Sequence[ocp.CheckpointManager],
         states = [_restore_into(m, step, t) for m, t in zip(managers, targets)]
       return states, step
     except Exception as e:  # A corrupt or partial checkpoint: fall back to the previous one.
-      why = f'{e}' if isinstance(e, LayoutError) else type(e).__name__
-      print(f'WARNING: checkpoint at step {step} could not be restored ({why}); falling back '
-            'to the previous one.', flush=True)
+      _warn_fallback(step, e)
   if common:  # Checkpoints there, none readable: never train afresh over them.
     raise FileNotFoundError(f'no checkpoint of steps {sorted(common)} could be restored; move '
                             'the run aside (--restart) to train it again from step 0.')
@@ -242,13 +256,10 @@ def _restore_raw_step(manager: ocp.CheckpointManager, step: int) -> dict[str, An
   if 'layout' not in meta:  # Written leaf by leaf.
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                             manager.item_metadata(step)['state'])
-    return jax.device_get(manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))['state'])
+    return jax.device_get(_read_state(manager, step, abstract))
   entries = meta['layout']
-  packs = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_packed_abstract(entries, device))))['state']
   tree: dict[str, Any] = {}
-  for (path, _, _), leaf in zip(entries, _unpack(packs, entries)):
+  for (path, _, _), leaf in zip(entries, _read_packed(manager, step, entries, device)):
     node = tree
     for key in path[:-1]:
       node = node.setdefault(key, {})
@@ -278,5 +289,4 @@ def restore_raw(workdir: str, step: int | None = None) -> dict[str, Any]:
           raise FileNotFoundError(f'{directory}: no checkpoint could be restored (steps '
                                   f'{sorted(steps)}; the last failed with {type(e).__name__}).'
                                   ) from None
-        print(f'WARNING: checkpoint at step {step} could not be restored '
-              f'({type(e).__name__}); falling back to the previous one.', flush=True)
+        _warn_fallback(step, e)
