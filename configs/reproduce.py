@@ -40,7 +40,7 @@ _SIZES = {
     'micro': dict(paddings=('zero',), seeds=1, steps=12, probe_layers=(4, 5), orderings=4,
                   layer_protocol=(4, 5), eval_orderings=4, eval_at=(6,),
                   plain_heads=('gapnet', 'permutenet'), weights=(0.0, 1.0), aug_seeds=1,
-                  aug_steps=12, seg_size='tiny', seg_seeds=1, counts=(0, 2, 8), table_count=8,
+                  aug_steps=12, seg_size='tiny', seg_seeds=1, counts=(0, 2, 8, 64), table_count=8,
                   aug_keep_at=(6,), seg_keep_at=(2,)),
     'quick': dict(paddings=('zero', 'none'), seeds=2, steps=200, probe_layers=(1, 2, 3, 4, 5),
                   layer_protocol=(3, 5), eval_orderings=16, eval_at=(25, 50, 100),
@@ -96,6 +96,10 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   config.cityscapes_crop = 513  # Training crop side (px) when that set is Cityscapes (official).
   config.cityscapes_flip = True  # Random left-right flips when it is Cityscapes (official).
   config.cityscapes_color_jitter = 0.5  # ColorJitter strength when it is Cityscapes (official).
+  # Studies per process, the processes running at once, each its studies in order: on a CPU
+  # host in one process only (elsewhere every study in turn); (('location', 'augshift',
+  # 'segmentation'),) runs them in turn everywhere.
+  config.study_processes = (('location',), ('augshift', 'segmentation'))
 
   # Each study's config file and its defaults: the report prints the command of each study
   # as that file with the fields the suite changes.
@@ -140,8 +144,9 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   if suite == 'micro':
     with seg.unlocked():
       seg.base = segmentation.get_config('tiny')
-    seg.base.model.backbone = 'resnet18'  # 64 channels at width 4; compiles in a third the time.
+    seg.base.model.backbone = 'resnet18'  # 32 channels at width 4; compiles in a third the time.
     seg.attack.attack.random_draws = 2
+    seg.attack.probe.num_examples = seg.base.eval.num_examples  # The 16 evaluation images.
   elif suite in ('quick', 'standard'):
     seg.base.train.steps = z['seg_steps']
     seg.attack.attack.random_draws = 3

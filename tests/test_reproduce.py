@@ -14,6 +14,7 @@ import pytest
 from configs import reproduce as suites
 from gpjax.studies import claims
 from gpjax.studies import reproduce
+from gpjax.studies import segmentation as segment_study
 from gpjax.core import writers
 from gpjax.errors import ConfigError
 
@@ -35,10 +36,21 @@ def _wait_for(path, proc, timeout=600):
     time.sleep(0.2)
 
 
+def _alive(pid):
+  """Whether process ``pid`` exists and is not a zombie."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except FileNotFoundError:
+    return False
+
+
 @pytest.fixture(scope='module')
 def suite(tmp_path_factory, env, builtin_dir):
-  """The micro suite killed (SIGKILL) after its first AugShift run, then rerun to the end.
-  Returns (workdir, rerun output, mtimes of results written before the kill)."""
+  """The micro suite (location here, AugShift then segmentation in a second process) killed
+  (SIGKILL) once the first AugShift run and a location run have finished, then rerun to the
+  end. Returns (workdir, rerun output, the second process's log of the rerun, mtimes of the
+  results written before the kill)."""
   workdir = tmp_path_factory.mktemp('reproduce') / 'micro'
   data_dir = builtin_dir('gpjax_digits')
   builtin_dir('gpjax_street')
@@ -46,29 +58,41 @@ def suite(tmp_path_factory, env, builtin_dir):
                           stderr=subprocess.STDOUT, text=True)
   first = workdir / 'augshift' / 'runs' / 'semantic_linear_zero_g3_weight0_s0'
   _wait_for(first / 'invariance' / 'results.json', proc)
+  location_runs = workdir / 'location' / 'runs'
+  _wait_for(location_runs / 'location_gapnet_zero_g3_s0' / 'results.json', proc)
   proc.send_signal(signal.SIGKILL)
-  proc.communicate()
+  output = proc.communicate()[0]
+  child = int(re.search(r'augshift, segmentation: in process (\d+) ', output).group(1))
+  start = time.time()
+  while _alive(child):  # It follows its parent within a fraction of a second.
+    assert time.time() - start < 10, 'the second process outlived the suite'
+    time.sleep(0.1)
   assert not (workdir / 'results.json').exists()  # Killed before the end.
-  before = {p: os.path.getmtime(p) for p in (workdir / 'location' / 'results.json',
-                                            first / 'results.json')}
+  assert not (workdir / 'location' / 'results.json').exists()
+  before = {p: os.path.getmtime(p)
+            for p in [first / 'results.json', *location_runs.glob('*/results.json')]}
+  log = workdir / 'augshift_segmentation.log'
+  killed_log = log.stat().st_size
   rerun = subprocess.run(_command(workdir, data_dir), env=env, cwd=REPO, capture_output=True,
-                         text=True,
-                         timeout=900)
+                         text=True, timeout=900)
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-  return workdir, rerun.stdout + rerun.stderr, before
+  return workdir, rerun.stdout + rerun.stderr, log.read_bytes()[killed_log:].decode(), before
 
 
 def test_rerun_skips_finished_work(suite):
-  workdir, output, before = suite
-  assert 'location: finished earlier, skipped' in output
+  workdir, output, log, before = suite
+  assert len(before) >= 2
   for path, mtime in before.items():  # Neither rewritten nor retrained.
     assert os.path.getmtime(path) == mtime, path
-  assert '] semantic_linear_zero_g3_weight0_s0' not in output  # Not trained again.
-  assert '] semantic_linear_zero_g3_weight1_s0' in output  # The unfinished run was.
+    assert f'] {os.path.basename(os.path.dirname(path))}' not in output + log, path
+  finished = {os.path.basename(os.path.dirname(p)) for p in before}
+  unfinished = {p.name for p in (workdir / 'location' / 'runs').iterdir()} - finished
+  assert unfinished and all(f'] {name}' in output for name in unfinished), unfinished
+  assert '] semantic_linear_zero_g3_weight1_s0' in log  # The unfinished AugShift run.
 
 
 def test_results_json_is_complete(suite):
-  workdir, _, _ = suite
+  workdir = suite[0]
   results = writers.read_json(workdir / 'results.json')
   assert tuple(results['claims']) == CLAIMS
   for key, claim in results['claims'].items():
@@ -77,7 +101,10 @@ def test_results_json_is_complete(suite):
   assert results['suite'] == 'micro'
   assert results['versions']['jax'] and results['device']['platform'] == 'cpu'
   assert results['data'] == {'classification': 'gpjax_digits', 'segmentation': 'gpjax_street'}
-  assert results['wall_seconds'] == pytest.approx(sum(results['timing_seconds'].values()))
+  assert results['study_processes'] == [['location'], ['augshift', 'segmentation']]
+  timing = results['timing_seconds']  # The two processes ran at once.
+  assert results['wall_seconds'] == pytest.approx(
+      max(timing['location'], timing['augshift'] + timing['segmentation']))
   assert all(results['timing_seconds'][k] > 0 for k in ('location', 'augshift', 'segmentation'))
   # The verdicts are those the numbers give under the suite's thresholds.
   t = suites.get_config('micro').claims
@@ -94,7 +121,7 @@ def test_results_json_is_complete(suite):
 
 
 def test_report_agrees_with_results(suite):
-  workdir, _, _ = suite
+  workdir = suite[0]
   results = writers.read_json(workdir / 'results.json')
   report = (workdir / 'REPORT.md').read_text()
   for key, claim in results['claims'].items():
@@ -143,7 +170,7 @@ def _apply_overrides(config, command):
 
 def test_study_commands_rebuild_the_suites_studies(suite):
   """Each printed gpjax.main command, applied to its config file, gives the study the suite ran."""
-  workdir, _, _ = suite
+  workdir = suite[0]
   results = writers.read_json(workdir / 'results.json')
   modules = {'location': suites.study, 'augshift': suites.augshift_study,
              'segmentation': suites.segmentation_study}
@@ -153,6 +180,45 @@ def test_study_commands_rebuild_the_suites_studies(suite):
   for name, module in modules.items():
     rebuilt = _apply_overrides(module.get_config(), results['study_commands'][name])
     assert rebuilt.to_dict() == resolved[name].to_dict(), name
+
+
+def test_segmentation_study_ranks_attacks_and_skips_on_rerun(suite):
+  """The suite's segmentation study (one tiny DeepLabv3-ResNet-18 of 32 channels, attacked
+  at its kept step 2 and its last step 4): files, rankings, the table's rows; the study run
+  again over its workdir trains and attacks nothing and gives the same table."""
+  workdir = suite[0]
+  seg = workdir / 'segmentation'
+  for name in ('results.json', 'table.md', 'curves.png', 'runs/seed0/results.json',
+               'runs/seed0/metrics.jsonl', 'attacks/seed0/results.json',
+               'attacks/seed0/ranking.json', 'attacks/seed0/curves.png'):
+    assert os.path.getsize(seg / name) > 0, name
+  assert (seg / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  out = writers.read_json(seg / 'results.json')
+  attacked = writers.read_json(seg / 'attacks/seed0/results.json')
+  ranking = writers.read_json(seg / 'attacks/seed0/ranking.json')
+  c = attacked['num_channels']
+  assert c == 32 and attacked['counts'] == [0, 2, 8]  # N = 64 > C: skipped, and said so.
+  assert attacked['skipped_counts'] == [64]
+  assert all(sorted(ranking[k]) == list(range(c)) for k in ('overall', 'left', 'right'))
+  # The clean row is the trained model's own evaluation, exactly.
+  assert attacked['clean']['whole'] == out['test_miou_per_seed'][0]
+  assert out['table']['clean']['mean']['whole'] == attacked['clean']['whole']
+  assert out['table']['top-N overall']['mean']['left'] == attacked['top_overall']['left'][2]
+  table = (seg / 'table.md').read_text()
+  assert '| top-N left |' in table and '| random N |' in table
+  # Over training: the kept step-2 checkpoint is attacked as well; the last table is the final.
+  assert out['over_steps']['steps'] == [2, 4]
+  assert out['over_steps']['tables'][-1] == out['table']
+  early = writers.read_json(seg / 'attacks/seed0_step2/results.json')
+  assert out['over_steps']['tables'][0]['clean']['mean']['whole'] == early['clean']['whole']
+  assert early['clean']['whole'] != attacked['clean']['whole']
+  config = suites.get_config('micro')
+  config.data_dir = writers.read_json(workdir / 'results.json')['config']['data_dir']
+  resolved = reproduce.resolve_data(config).segmentation
+  modified = {p: os.path.getmtime(p) for p in (seg / 'runs/seed0/results.json',
+                                               seg / 'attacks/seed0/results.json')}
+  assert segment_study.run_study(resolved, str(seg))['table'] == out['table']
+  assert {p: os.path.getmtime(p) for p in modified} == modified  # Neither retrained nor attacked.
 
 
 def _comparable(tree, workdir):
@@ -168,7 +234,7 @@ def _comparable(tree, workdir):
 def test_augshift_study_rerun_in_a_fresh_workdir_gives_the_same_results(suite, env, tmp_path):
   """The suite's AugShift study run again by its printed command into a fresh workdir: the
   same results.json bit for bit, wall times and workdir paths aside."""
-  workdir, _, _ = suite
+  workdir = suite[0]
   command = shlex.split(writers.read_json(workdir / 'results.json')['study_commands']['augshift'])
   command = [sys.executable] + [f'--workdir={tmp_path}' if a.startswith('--workdir=') else a
                                 for a in command[1:]]
@@ -189,6 +255,13 @@ def test_bad_suite_configs_name_the_field():
   config.claims.augshift_weight = 3.0
   with pytest.raises(ConfigError, match=r'config.augshift.study.sweep_values=.* lacks 3'):
     reproduce.validate_config(config)
+  for groups in ((('location',), ('augshift',)), (('location', 'augshift', 'location'),
+                                                  ('segmentation',)), ('location',), ()):
+    config = suites.get_config('micro')  # A study left out, one twice, not tuples, none.
+    config.study_processes = groups
+    with pytest.raises(ConfigError, match=r"config.study_processes=.* name each of \('location', "
+                                          r"'augshift', 'segmentation'\) once"):
+      reproduce.validate_config(config)
   config = suites.get_config('micro')
   config.location.study.seeds = 0
   with pytest.raises(ConfigError, match=r'config.location.study.seeds=0'):

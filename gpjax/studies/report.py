@@ -106,14 +106,16 @@ def write_report(workdir: str, results: dict[str, Any]) -> str:
     study_figures.save_claim_curves(os.path.join(workdir, 'claim_curves.png'), curves,
                                     results['config']['claims'])
   claims, timing = results['claims'], results['timing_seconds']
-  v = results['versions']
+  v, processes = results['versions'], results['study_processes']
+  at_once = (f'; {len(processes)} processes at once: ' + ' | '.join(
+      ' then '.join(g) for g in processes)) if len(processes) > 1 else ''
   lines = [
       f'# Reproduction report: the `{results["suite"]}` suite', '',
       f'Made by `{results["command"]}` on {results["device"]["description"]}, JAX '
       f'{v["jax"]}, Flax {v["flax"]}, Python {v["python"]}. Wall time '
       f'{_duration(results["wall_seconds"])} (' + ', '.join(
-          f'{k} {_duration(s)}' for k, s in timing.items()) + '), each study timed in the run '
-      'that finished it.', '',
+          f'{k} {_duration(s)}' for k, s in timing.items()) + f'{at_once}), each study timed '
+      'in the run that finished it.', '',
       f'Data: {results["data"]["classification"]} (location and semantic tasks, AugShift), '
       f'{results["data"]["segmentation"]} (segmentation). Every number below was computed by '
       'this command; the verdicts apply the rules stated under each claim to them '

@@ -16,11 +16,11 @@ an unfinished one resumes run by run, so rerunning a killed suite continues it. 
 
 import copy
 import importlib.metadata
-import itertools
 import math
 import os
 import platform
 import shlex
+import threading
 import time
 from typing import Any, Callable
 
@@ -28,6 +28,7 @@ import ml_collections
 import tqdm
 
 from gpjax import checks
+from gpjax.core import spawn
 from gpjax.core import writers
 from gpjax.data import input_pipeline, segmentation
 from gpjax.errors import ConfigError, DatasetNotPreparedError
@@ -56,6 +57,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.suite={config.suite!r} is not allowed; choose one of {SUITES}.')
   checks.items('classification_data', config.classification_data)
   checks.items('segmentation_data', config.segmentation_data)
+  groups = config.study_processes
+  names = [n for g in groups for n in g] if isinstance(groups, (tuple, list)) and all(
+      isinstance(g, (tuple, list)) and g for g in groups) else None
+  if names is None or sorted(names) != sorted(EXPERIMENTS):
+    raise ConfigError(f'config.study_processes={groups!r} is not allowed; give tuples of studies, '
+                      f'one per process, that name each of {EXPERIMENTS} once, e.g. '
+                      "(('location',), ('augshift', 'segmentation')).")
   for name in EXPERIMENTS:
     try:
       _STUDIES[name][1](config[name])
@@ -139,23 +147,27 @@ def _units(config: ml_collections.ConfigDict) -> dict[str, int]:
 
 
 class _Progress:
-  """One bar over every training run of the suite; its label names the current run."""
+  """One bar over every training run of the suite; its label names each study's current run
+  (studies in other processes report theirs through `_on_message`)."""
 
   def __init__(self, units: dict[str, int]):
-    self.units = units
-    self.offsets = dict(zip(units, itertools.accumulate([0, *units.values()])))
+    self.units, self.runs_done, self.current = units, dict.fromkeys(units, 0), {}
     self.bar = tqdm.tqdm(total=sum(units.values()), desc='suite', unit='run', position=0,
                          dynamic_ncols=True, disable=None)
 
-  def callback(self, name: str) -> Callable[[str, int, int], None]:
-    def update(run: str, i: int, n: int) -> None:
-      self.bar.n = self.offsets[name] + i
-      self.bar.set_description(f'{name}: {run}')
-    return update
+  def update(self, name: str, run: str, i: int) -> None:
+    self.runs_done[name], self.current[name] = i, run
+    self._show()
 
   def done(self, name: str) -> None:
-    self.bar.n = self.offsets[name] + self.units[name]
-    self.bar.set_description(f'{name}: done')
+    self.runs_done[name] = self.units[name]
+    self.current.pop(name, None)
+    self._show()
+
+  def _show(self) -> None:
+    self.bar.n = sum(self.runs_done.values())
+    self.bar.set_description(' | '.join(f'{k}: {v}' for k, v in self.current.items())
+                             or 'suite')
 
 
 def _finite(x: Any) -> Any:
@@ -196,37 +208,94 @@ def _cpu_model() -> str:
   return platform.processor() or 'unknown CPU'
 
 
-def run_studies(config: ml_collections.ConfigDict, workdir: str
+def process_groups(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], ...]:
+  """The studies each process runs in order (``config.study_processes``) where this is a CPU
+  host in one process; elsewhere one group, every study one after another (on an accelerator
+  the processes would share its memory)."""
+  import jax
+  groups = tuple(tuple(g) for g in config.study_processes)
+  if len(groups) > 1 and (jax.default_backend() != 'cpu' or jax.process_count() > 1):
+    print(f'Studies one after another: config.study_processes applies to one process on a CPU '
+          f'host (here {jax.process_count()} on {jax.default_backend()}).', flush=True)
+    return (sum(groups, ()),)
+  return groups
+
+
+def _run_in_order(config: ml_collections.ConfigDict, workdir: str, names: tuple[str, ...],
+                  send: Callable[[tuple[Any, ...]], None]
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+  """Runs the studies ``names`` one after another in ``workdir/<study>``, each unless its
+  results.json exists (then read back); ``send`` gets ('run', study, run, i), then ('done',
+  study, seconds or None if skipped). Returns (study -> summary, the results of a preempted
+  run or None). In the suite's process, or in another (`gpjax.core.spawn`)."""
+  experiments = {}
+  for name in names:
+    path = os.path.join(workdir, name)
+    experiments[name] = study.cached(os.path.join(path, 'results.json'))
+    if experiments[name] is not None:
+      send(('done', name, None))
+      continue
+    start = time.perf_counter()
+    result = _STUDIES[name][0](config[name], path,
+                               lambda run, i, n, name=name: send(('run', name, run, i)))
+    if 'preempted_at_step' in result:
+      return experiments, result
+    experiments[name] = writers.as_json(result)
+    send(('done', name, time.perf_counter() - start))
+  return experiments, None
+
+
+def run_studies(config: ml_collections.ConfigDict, workdir: str,
+                groups: tuple[tuple[str, ...], ...]
                 ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any] | None]:
-  """Runs each study of the suite in ``workdir/<study>`` unless its results.json exists
-  (then read back). Returns (study -> summary, study -> seconds of the run that finished
-  it, the results of a preempted run or None)."""
+  """Runs the suite's studies (`_run_in_order`): the first group of ``groups`` here, each
+  other group at the same time in a process of its own whose output goes to
+  ``workdir/<its studies>.log``. Returns (study -> summary, study -> seconds of the run that
+  finished it, the results of a preempted run or None)."""
   import jax
   timing_path = os.path.join(workdir, 'timing.json')
   timing = writers.read_json(timing_path) if os.path.exists(timing_path) else {}
   units = _units(config)
   print(f'Suite {config.suite}: ' + ', '.join(f'{n} {u} runs' for n, u in units.items()) +
         '; finished studies are skipped.', flush=True)
-  progress, experiments = _Progress(units), {}
-  try:
-    for name in EXPERIMENTS:
-      experiments[name] = study.cached(os.path.join(workdir, name, 'results.json'))
-      if experiments[name] is not None:
+  progress, lock = _Progress(units), threading.Lock()
+
+  def on_message(message: tuple[Any, ...]) -> None:
+    kind, name, value, *i = message
+    with lock:
+      if kind == 'run':
+        progress.update(name, value, *i)
+        return
+      progress.done(name)
+      if value is None:
         tqdm.tqdm.write(f'{name}: finished earlier, skipped')
       else:
-        start = time.perf_counter()
-        result = _STUDIES[name][0](config[name], os.path.join(workdir, name),
-                                   progress.callback(name))
-        if 'preempted_at_step' in result:
-          return experiments, timing, result
-        experiments[name] = writers.as_json(result)
-        timing[name] = time.perf_counter() - start
+        timing[name] = value
         if jax.process_index() == 0:
           writers.write_json(timing_path, timing)
-      progress.done(name)
+
+  children = []
+  try:
+    for names in groups[1:]:
+      log = os.path.join(workdir, '_'.join(names) + '.log')
+      children.append(spawn.Child(_run_in_order, (config, workdir, names), log, on_message))
+      tqdm.tqdm.write(f'{", ".join(names)}: in process {children[-1].process.pid} beside this '
+                      f'one, its output appended to {log}')
+    experiments, preempted = _run_in_order(config, workdir, groups[0], on_message)
+    for child in children if preempted is None else ():
+      if child.process.is_alive():
+        tqdm.tqdm.write(f'Waiting for process {child.process.pid} ({child.log_path})')
+      done, preempted = child.wait()
+      experiments.update(done)
+      if preempted is not None:
+        break
   finally:
+    for child in children:
+      child.stop()
     progress.bar.close()
-  return experiments, timing, None
+  if preempted is None:
+    experiments = {n: experiments[n] for n in EXPERIMENTS}
+  return experiments, timing, preempted
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -237,7 +306,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   resolved = resolve_data(config)
-  experiments, timing, preempted = run_studies(resolved, workdir)
+  groups = process_groups(config)
+  experiments, timing, preempted = run_studies(resolved, workdir, groups)
   if preempted is not None:
     return preempted
   t = config.claims
@@ -249,8 +319,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'suite': config.suite,
       'command': (f'python -m gpjax.main --config=configs/reproduce.py:{config.suite} '
                   f'--workdir={shlex.quote(workdir)}'),
-      'wall_seconds': sum(timing.get(n, 0.0) for n in EXPERIMENTS),
+      # The processes ran at once, each its group in order.
+      'wall_seconds': max(sum(timing.get(n, 0.0) for n in g) for g in groups),
       'timing_seconds': {n: timing.get(n, 0.0) for n in EXPERIMENTS},
+      'study_processes': [list(g) for g in groups],
       'versions': versions, 'device': device,
       'data': {'classification': resolved.location.base.data.name,
                'segmentation': resolved.segmentation.base.data.name},
