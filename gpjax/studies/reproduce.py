@@ -148,7 +148,7 @@ def _units(config: ml_collections.ConfigDict) -> dict[str, int]:
 
 class _Progress:
   """One bar over every training run of the suite; its label names each study's current run
-  (studies in other processes report theirs through `_on_message`)."""
+  (studies in other processes report theirs through `run_studies`'s ``on_message``)."""
 
   def __init__(self, units: dict[str, int]):
     self.units, self.runs_done, self.current = units, dict.fromkeys(units, 0), {}
