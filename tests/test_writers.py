@@ -4,6 +4,8 @@ with numpy values, written atomically."""
 import json
 import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,6 +49,26 @@ def test_metric_writer_rows_and_tensorboard_scalars(tmp_path):
   # Scalars only: the per-cell list stays in metrics.jsonl.
   assert tensorboard_scalars(str(tmp_path)) == {
       'train/loss': [(1, 0.5)], 'test/accuracy': [(2, 0.125)], 'test/count': [(2, 3.0)]}
+
+
+# A fresh interpreter writes a row, then imports PyTorch where it is installed.
+WRITE_WITHOUT_TORCH = """
+import importlib.util, sys
+from gpjax.core import writers
+writer = writers.MetricWriter(sys.argv[1])
+writer.write(1, 'train', {'loss': 0.5})
+writer.close()
+assert 'torch' not in sys.modules, 'tensorboardX imported torch'
+if importlib.util.find_spec('torch') is not None:
+  import torch
+  assert torch.ones(2).sum().item() == 2.0
+"""
+
+
+def test_tensorboard_writer_does_not_import_torch(tmp_path):
+  subprocess.run([sys.executable, '-c', WRITE_WITHOUT_TORCH, str(tmp_path)], check=True,
+                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert tensorboard_scalars(str(tmp_path)) == {'train/loss': [(1, 0.5)]}
 
 
 def test_resume_drops_the_rows_after_the_checkpoint(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from typing import Any, Mapping
 
 import numpy as np
@@ -21,13 +22,12 @@ class MetricWriter:
     self.enabled = enabled
     if not enabled:
       return
-    from tensorboardX import SummaryWriter  # Imported only on the writing process.
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(self.path):
       rows = [json.dumps(r) + '\n' for r in _read_rows(self.path) if r['step'] <= resume_step]
       with open(self.path, 'w') as f:
         f.writelines(rows)
-    self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self.tb = _summary_writer(os.path.join(workdir, 'tensorboard'))
 
   def rows(self, split: str) -> list[dict[str, Any]]:
     """The rows of ``split`` in metrics.jsonl so far ([] when this process writes none)."""
@@ -49,6 +49,20 @@ class MetricWriter:
   def close(self) -> None:
     if self.enabled:
       self.tb.close()
+
+
+def _summary_writer(logdir: str) -> Any:
+  """tensorboardX's SummaryWriter on ``logdir``, imported (on the writing process only)
+  without PyTorch: where torch is installed, tensorboardX imports it (2 s here) only to accept
+  its tensors, and the rows here are numbers. A later ``import torch`` works as usual."""
+  if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
+    sys.modules['torch'] = None  # type: ignore[assignment]  # `import torch` raises ImportError.
+    try:
+      import tensorboardX  # pylint: disable=unused-import
+    finally:
+      del sys.modules['torch']
+  from tensorboardX import SummaryWriter
+  return SummaryWriter(logdir)
 
 
 def _jsonable(value: Any) -> Any:
