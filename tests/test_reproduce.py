@@ -64,7 +64,7 @@ def suite(tmp_path_factory, env, builtin_dir):
   output = proc.communicate()[0]
   child = int(re.search(r'augshift, segmentation: in process (\d+) ', output).group(1))
   start = time.time()
-  while _alive(child):  # It follows its parent within a fraction of a second.
+  while _alive(child):  # It follows its parent within half a second.
     assert time.time() - start < 10, 'the second process outlived the suite'
     time.sleep(0.1)
   assert not (workdir / 'results.json').exists()  # Killed before the end.

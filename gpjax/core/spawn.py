@@ -4,7 +4,7 @@ file, its messages delivered here, and its life tied to this process.
 The suites run studies this way on CPU hosts (`gpjax.studies.reproduce`), where one study's
 process leaves part of the cores idle while it traces, compiles and evaluates. The child is
 started fresh (``spawn``: no copy of this process's XLA state) with this process's JAX
-settings, and kills itself within a fraction of a second once this process is gone, so a
+settings, and kills itself within half a second once this process is gone, so a
 killed parent never leaves a child writing into its workdir.
 """
 
@@ -45,7 +45,7 @@ class ChildError(RuntimeError):
 def _watch_parent(parent: int) -> None:
   """Kills this process once ``parent`` has exited (the child is then reparented)."""
   while os.getppid() == parent:
-    time.sleep(0.1)
+    time.sleep(0.5)  # Each wake takes the GIL from the work: twice a second is enough.
   os.kill(os.getpid(), signal.SIGKILL)
 
 
