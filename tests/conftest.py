@@ -51,21 +51,33 @@ def pytest_configure(config):
                           "equal; runs under XLA's default fusion emitters (see conftest)")
 
 
+# Each ``product_emitters`` test run in a child pytest: nodeid -> (passed there, the output).
+_CHILD_RUNS: dict[str, tuple[bool, str]] = {}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
-  """A ``product_emitters`` test, where this process compiles with the loop emitters, runs in
-  a child pytest under the default fusion emitters, and passes here when it passes there."""
+  """The ``product_emitters`` tests of a file, where this process compiles with the loop
+  emitters, run together in one child pytest under the default fusion emitters (when the
+  first of them is called); each passes here when it passed there."""
   flags = os.environ.get('XLA_FLAGS', '')
   if pyfuncitem.get_closest_marker('product_emitters') is None or LOOP_EMITTERS not in flags:
     return None
-  child = subprocess.run(
-      [sys.executable, '-m', 'pytest', '-q', '-n', '0', '-p', 'no:cacheprovider',
-       pyfuncitem.nodeid],
-      cwd=REPO, capture_output=True, text=True, timeout=900,
-      env=dict(os.environ, XLA_FLAGS=flags.replace(LOOP_EMITTERS,
-                                                   '--xla_cpu_use_fusion_emitters=true')))
-  assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
-  assert re.search(r'\b1 passed\b', child.stdout), child.stdout[-2000:]
+  if pyfuncitem.nodeid not in _CHILD_RUNS:
+    nodeids = [item.nodeid for item in pyfuncitem.session.items
+               if item.path == pyfuncitem.path and item.get_closest_marker('product_emitters')
+               and item.nodeid not in _CHILD_RUNS]
+    child = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-v', '-n', '0', '-p', 'no:cacheprovider', *nodeids],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env=dict(os.environ, XLA_FLAGS=flags.replace(LOOP_EMITTERS,
+                                                     '--xla_cpu_use_fusion_emitters=true')))
+    output = child.stdout[-6000:] + child.stderr[-2000:]
+    for nodeid in nodeids:
+      passed = re.search(rf'^{re.escape(nodeid)} PASSED\b', child.stdout, re.MULTILINE)
+      _CHILD_RUNS[nodeid] = (passed is not None, output)
+  passed, output = _CHILD_RUNS[pyfuncitem.nodeid]
+  assert passed, output
   return True
 
 # Pixels the official 'no padding' resize adds per side length, by kernel size.
@@ -103,9 +115,9 @@ def _torch_conv(x, weight, bias=None, stride=1, padding='zero', dilation=1):
 
 # The longest files (end-to-end runs, measured with --durations) start first, so that with
 # one file per worker (pyproject's `--dist loadfile`) no worker is left with one at the end.
-LONGEST_FIRST = ('test_reproduce.py', 'test_distributed.py', 'test_bench_seeds.py',
-                 'test_multirun.py', 'test_checkpoint.py', 'test_classification.py',
-                 'test_bench_xla.py', 'test_segment_study.py', 'test_bench.py')
+LONGEST_FIRST = ('test_reproduce.py', 'test_distributed.py', 'test_multirun.py',
+                 'test_checkpoint.py', 'test_bench_seeds.py', 'test_permutation.py',
+                 'test_bench.py', 'test_augshift.py', 'test_classification.py')
 
 
 def pytest_collection_modifyitems(items):
