@@ -73,9 +73,9 @@ def pytest_pyfunc_call(pyfuncitem):
         env=dict(os.environ, XLA_FLAGS=flags.replace(LOOP_EMITTERS,
                                                      '--xla_cpu_use_fusion_emitters=true')))
     output = child.stdout[-6000:] + child.stderr[-2000:]
-    for nodeid in nodeids:
-      passed = re.search(rf'^{re.escape(nodeid)} PASSED\b', child.stdout, re.MULTILINE)
-      _CHILD_RUNS[nodeid] = (passed is not None, output)
+    for nodeid in nodeids:  # `-v` prints a line per phase that ends otherwise (teardown ERROR).
+      outcomes = re.findall(rf'^{re.escape(nodeid)} ([A-Z]+)\b', child.stdout, re.MULTILINE)
+      _CHILD_RUNS[nodeid] = (outcomes == ['PASSED'], output)
   passed, output = _CHILD_RUNS[pyfuncitem.nodeid]
   assert passed, output
   return True

@@ -13,6 +13,8 @@ import pytest
 from gpjax.core import writers
 from gpjax.errors import WorkdirError
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def tensorboard_scalars(workdir):
   """{tag: [(step, value), ...]} read from the TFRecord event files (no TensorFlow)."""
@@ -67,7 +69,7 @@ if importlib.util.find_spec('torch') is not None:
 
 def test_tensorboard_writer_does_not_import_torch(tmp_path):
   subprocess.run([sys.executable, '-c', WRITE_WITHOUT_TORCH, str(tmp_path)], check=True,
-                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                 cwd=REPO)
   assert tensorboard_scalars(str(tmp_path)) == {'train/loss': [(1, 0.5)]}
 
 
