@@ -96,10 +96,11 @@ def get_config(suite: str = 'quick') -> ml_collections.ConfigDict:
   config.cityscapes_crop = 513  # Training crop side (px) when that set is Cityscapes (official).
   config.cityscapes_flip = True  # Random left-right flips when it is Cityscapes (official).
   config.cityscapes_color_jitter = 0.5  # ColorJitter strength when it is Cityscapes (official).
-  # Studies per process, the processes running at once, each its studies in order: on a CPU
-  # host in one process only (elsewhere every study in turn); (('location', 'augshift',
-  # 'segmentation'),) runs them in turn everywhere.
-  config.study_processes = (('location',), ('augshift', 'segmentation'))
+  # Studies per process, the processes running at once, each its studies in order and then
+  # the cells of the others' that no process has taken yet: on a CPU host in one process only
+  # (elsewhere every study in turn); (('location', 'augshift', 'segmentation'),) runs them in
+  # turn everywhere. Segmentation first: its seeds train as one cell, which nobody can share.
+  config.study_processes = (('location',), ('segmentation', 'augshift'))
 
   # Each study's config file and its defaults: the report prints the command of each study
   # as that file with the fields the suite changes.

@@ -15,7 +15,7 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 
-def _cpu_fingerprint() -> str:
+def cpu_fingerprint() -> str:
   """12 hex digits of this machine's CPU model name and feature flags ('' if unknown)."""
   try:
     with open('/proc/cpuinfo') as f:
@@ -27,11 +27,11 @@ def _cpu_fingerprint() -> str:
 
 def default_directory() -> str:
   """``$JAX_COMPILATION_CACHE_DIR`` when set, else
-  ``${XDG_CACHE_HOME:-~/.cache}/gpjax/jax/<cpu>``, <cpu> `_cpu_fingerprint`."""
+  ``${XDG_CACHE_HOME:-~/.cache}/gpjax/jax/<cpu>``, <cpu> `cpu_fingerprint`."""
   if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     return os.environ['JAX_COMPILATION_CACHE_DIR']
   root = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(root, 'gpjax', 'jax', _cpu_fingerprint() or 'cpu')
+  return os.path.join(root, 'gpjax', 'jax', cpu_fingerprint() or 'cpu')
 
 
 def enable(directory: str) -> None:

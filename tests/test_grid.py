@@ -2,6 +2,8 @@
 studies on it: test_location_study, test_augshift_study, test_segment_study)."""
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -106,6 +108,37 @@ def test_run_grid_stops_at_a_preempted_run(tmp_path):
   outcome = study.run_grid(runs, str(tmp_path), train_fn, {'m': lambda *a: {}})
   assert outcome.preempted == {'preempted_at_step': 7} and len(trained) == 2
   assert list(outcome.results) == ['r0', 'r1'] and list(outcome.evaluations['m']) == ['r0']
+
+
+def test_run_grid_shares_cells_with_another_process(tmp_path):
+  """A cell held by another process: 'help' leaves it; 'lead' does the free cells, waits for
+  it and reads its results; the outcome keeps the runs' order."""
+  runs = study.grid(study_config.get_config().base, [('a{seed}', {}), ('b{seed}', {}),
+                                                      ('c{seed}', {})], 1)
+  trained, held, release = [], threading.Event(), threading.Event()
+
+  def holder():  # Another process: holds b0, trains it once told to, then lets go.
+    with study.cell_lock(str(tmp_path), 'b0', wait=False) as mine:
+      assert mine
+      held.set()
+      release.wait(30)
+      time.sleep(0.3)
+      fake_train(trained)(runs[1][1], str(tmp_path / 'runs' / 'b0'))
+
+  thread = threading.Thread(target=holder)
+  thread.start()
+  held.wait(30)
+  with study.cell_lock(str(tmp_path), 'b0', wait=False) as mine:
+    assert not mine  # A lock of another open file: what another process sees.
+  helped = study.run_grid(runs[:2], str(tmp_path), fake_train(trained), share='help')
+  assert trained == ['a0'] and list(helped.results) == ['a0']
+  release.set()
+  led = study.run_grid(runs, str(tmp_path), fake_train(trained), share='lead')
+  thread.join()
+  assert sorted(trained) == ['a0', 'b0', 'c0'] and list(led.results) == ['a0', 'b0', 'c0']
+  assert led.results['b0'] == {'test_accuracy': 0.5 + runs[1][1].seed / 100, 'num_classes': 10}
+  with pytest.raises(ValueError, match="share='both' is not one of"):
+    study.run_grid(runs, str(tmp_path), fake_train(trained), share='both')
 
 
 def test_cached_or_computes_once(tmp_path):

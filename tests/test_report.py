@@ -100,7 +100,8 @@ def test_report_holds_every_claim_each_table_once_and_the_figures(tmp_path):
   text = (tmp_path / 'REPORT.md').read_text()
   assert text.startswith('# Reproduction report: the `micro` suite\n')
   assert ('Wall time 1 min 5 s (location 1 min 5 s, augshift 42 s, segmentation 18 s; 2 '
-          'processes at once: location | augshift then segmentation), each study timed' in text)
+          'processes at once: location | augshift then segmentation, each then helping with the '
+          "others' cells), each study timed" in text)
   for i, (key, statement) in enumerate(claims.STATEMENTS.items(), 1):
     verdict = 'does not hold' if key == 'region_attack' else 'holds'
     assert f'| `{key}`: {statement} | **{verdict}** | {report.headline(key, EVIDENCE[key])} |' \

@@ -71,16 +71,18 @@ def measure(config: ml_collections.ConfigDict, name: str, run: ml_collections.Co
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: study.Progress | None = None) -> dict[str, Any]:
-  """Trains and measures every run not finished yet; writes the study's files."""
+              progress: study.Progress | None = None, share: str = 'alone') -> dict[str, Any]:
+  """Trains and measures every run not finished yet; writes the study's files (with
+  ``share`` 'help', `study.run_grid`'s, only does the cells no other process holds and
+  returns {})."""
   check(config)
   grid, standard, (field, _) = study.run_configs(config, sweep(config)), standard_runs(config), \
       sweep(config)
   outcome = study.run_grid(grid + standard, workdir, classification.train_and_evaluate,
                            {'invariance': functools.partial(measure, config)}, progress,
-                           study.cell_trainer(config, classification.TASK))
-  if outcome.preempted is not None:
-    return outcome.preempted
+                           study.cell_trainer(config, classification.TASK), share)
+  if outcome.preempted is not None or share == 'help':
+    return outcome.preempted or {}
   measured = outcome.evaluations['invariance']
   metrics = {name: {m: float(r[m]) for m in METRICS} for name, r in measured.items()}
   over = {name: r['curve'] for name, r in measured.items()}

@@ -6,17 +6,20 @@ seed from ``config.study``. `run_grid` trains each run in ``workdir/runs/<name>`
 whose ``results.json`` exists is not rerun and an interrupted one resumes from its
 checkpoint, so a killed study continues where it stopped when its command is rerun. Then
 every evaluator ``(name, run_config, run_dir) -> dict`` is called on the run; evaluators
-cache their own outputs (`cached_or`). `summarize` gives mean ± std over seeds per cell.
+cache their own outputs (`cached_or`). Processes of one host can work through a grid
+together (``share``): each cell is done by the process that holds its lock (`cell_lock`). `summarize` gives mean ± std over seeds per cell.
 Each study (`gpjax.studies.location`, `augshift`, `segmentation`) is a grid and its
 evaluators on this runner.
 """
 
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import functools
 import itertools
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -36,6 +39,7 @@ Train = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]  # (config, r
 TrainCell = Callable[[list[ml_collections.ConfigDict], list[str]], list[dict[str, Any]]]  # Many.
 Evaluator = Callable[[str, ml_collections.ConfigDict, str], dict[str, Any]]  # (name, config, dir).
 Progress = Callable[[str, int, int], None]  # (run name, its index, number of runs).
+SHARE = ('alone', 'lead', 'help')  # `run_grid`'s ways to share a grid with other processes.
 
 
 def parse_sweep(base: ml_collections.ConfigDict, field: str, values: Any,
@@ -133,38 +137,86 @@ class Outcome:
 
 def run_grid(runs: Runs, workdir: str, train_fn: Train,
              evaluators: Mapping[str, Evaluator] | None = None,
-             progress: Progress | None = None, train_cell: TrainCell | None = None) -> Outcome:
+             progress: Progress | None = None, train_cell: TrainCell | None = None,
+             share: str = 'alone') -> Outcome:
   """Trains every run of ``runs`` not finished yet in ``workdir/runs/<name>`` and calls each
   evaluator on it; stops at a preempted run. ``progress(name, i, n)`` before each run.
   With ``train_cell``, the unfinished runs of a cell (consecutive runs equal but for their
   seeds) are trained together by it (`gpjax.core.multirun.train_group`), else one by one with
-  ``train_fn``."""
+  ``train_fn``. ``share`` (`SHARE`): 'alone', or processes of one host working through the
+  grid together, each cell (training and evaluators) done by the process that holds its lock
+  (`cell_lock`): 'lead' does every cell free and then waits for the others' and reads them;
+  'help' does only the free cells (its outcome lacks the others)."""
+  if share not in SHARE:
+    raise ValueError(f'share={share!r} is not one of {SHARE}.')
   evaluators = evaluators or {}
   outcome = Outcome({}, {e: {} for e in evaluators})
+  held = []  # Cells another process held when this one came to them.
   for cell in _cells(runs) if train_cell else [[i] for i in range(len(runs))]:
-    todo = []
-    for i in cell:
-      name, run = runs[i]
-      if progress:
-        progress(name, i, len(runs))
-      outcome.results[name] = cached(os.path.join(workdir, 'runs', name, 'results.json'))
-      if outcome.results[name] is None:
-        todo.append(i)
-    if todo:
-      print(f'[{todo[0] + 1}/{len(runs)}] ' + ', '.join(runs[i][0] for i in todo), flush=True)
-      dirs = [os.path.join(workdir, 'runs', runs[i][0]) for i in todo]
-      outs = (train_cell([runs[i][1] for i in todo], dirs) if len(todo) > 1
-              else [train_fn(runs[todo[0]][1], dirs[0])])
-      for i, out in zip(todo, outs):
-        if 'preempted_at_step' in out:
-          outcome.preempted = out
-          return outcome
-        outcome.results[runs[i][0]] = writers.as_json(out)
-    for i in cell:
-      name, run = runs[i]
-      for e, evaluate in evaluators.items():
-        outcome.evaluations[e][name] = evaluate(name, run, os.path.join(workdir, 'runs', name))
+    with contextlib.nullcontext(True) if share == 'alone' else cell_lock(
+        workdir, runs[cell[0]][0], wait=False) as mine:
+      if not mine:
+        held.append(cell)
+      elif _run_cell(runs, cell, workdir, train_fn, evaluators, progress, train_cell, outcome):
+        return outcome
+  for cell in held if share == 'lead' else ():
+    with cell_lock(workdir, runs[cell[0]][0], wait=True):
+      if _run_cell(runs, cell, workdir, train_fn, evaluators, progress, train_cell, outcome):
+        return outcome
+  order = [name for name, _ in runs]  # The runs' order, whichever process did them first.
+  outcome.results = {n: outcome.results[n] for n in order if n in outcome.results}
+  outcome.evaluations = {e: {n: v[n] for n in order if n in v}
+                         for e, v in outcome.evaluations.items()}
   return outcome
+
+
+def _run_cell(runs: Runs, cell: list[int], workdir: str, train_fn: Train,
+              evaluators: Mapping[str, Evaluator], progress: Progress | None,
+              train_cell: TrainCell | None, outcome: Outcome) -> bool:
+  """`run_grid` on the runs ``cell`` (indices into ``runs``), into ``outcome``; True if a
+  run was preempted (``outcome.preempted`` set)."""
+  todo = []
+  for i in cell:
+    name, run = runs[i]
+    if progress:
+      progress(name, i, len(runs))
+    outcome.results[name] = cached(os.path.join(workdir, 'runs', name, 'results.json'))
+    if outcome.results[name] is None:
+      todo.append(i)
+  if todo:
+    print(f'[{todo[0] + 1}/{len(runs)}] ' + ', '.join(runs[i][0] for i in todo), flush=True)
+    dirs = [os.path.join(workdir, 'runs', runs[i][0]) for i in todo]
+    outs = (train_cell([runs[i][1] for i in todo], dirs) if len(todo) > 1
+            else [train_fn(runs[todo[0]][1], dirs[0])])
+    for i, out in zip(todo, outs):
+      if 'preempted_at_step' in out:
+        outcome.preempted = out
+        return True
+      outcome.results[runs[i][0]] = writers.as_json(out)
+  for i in cell:
+    name, run = runs[i]
+    for e, evaluate in evaluators.items():
+      outcome.evaluations[e][name] = evaluate(name, run, os.path.join(workdir, 'runs', name))
+  return False
+
+
+@contextlib.contextmanager
+def cell_lock(workdir: str, name: str, *, wait: bool) -> Iterator[bool]:
+  """Holds ``workdir/.cell_locks/<name>`` (``fcntl.flock``; the kernel drops it when its
+  process ends, however it ends) for the block and yields True; without ``wait``, yields
+  False at once while another process holds it."""
+  directory = os.path.join(workdir, '.cell_locks')
+  os.makedirs(directory, exist_ok=True)
+  fd = os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+      yield False
+      return
+    yield True
+  finally:
+    os.close(fd)  # Releases the lock.
 
 
 def _cells(runs: Runs) -> list[list[int]]:

@@ -169,18 +169,20 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: Progress | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, share: str = 'alone') -> dict[str, Any]:
   """The location study: trains the grid, probes the unpermuted runs, writes
-  ``results.json``, ``table.md`` and ``accuracy.png``; returns the summary."""
+  ``results.json``, ``table.md`` and ``accuracy.png``; returns the summary (with ``share``
+  'help', `grid.run_grid`'s, only does the cells no other process holds and returns {})."""
   check(config)
   runs = grid.run_configs(config)
   evaluators = {}
-  if config.study.probe_heads:  # '' = no probes.
+  if config.study.probe_heads:  # () = no probes.
     evaluators['probes'] = functools.partial(probe_layers, config)
-  outcome = grid.run_grid(all_runs(config), workdir, classification.train_and_evaluate, evaluators,
-                     progress, grid.cell_trainer(config, classification.TASK))
-  if outcome.preempted is not None:
-    return outcome.preempted
+  outcome = grid.run_grid(all_runs(config), workdir, classification.train_and_evaluate,
+                          evaluators, progress, grid.cell_trainer(config, classification.TASK),
+                          share)
+  if outcome.preempted is not None or share == 'help':
+    return outcome.preempted or {}
   summary = grid.summarize(runs, outcome.results)
   table = grid.markdown_table(summary)
   figures = {'accuracy.png': functools.partial(study_figures.save_accuracy_figure,

@@ -108,7 +108,8 @@ def write_report(workdir: str, results: dict[str, Any]) -> str:
   claims, timing = results['claims'], results['timing_seconds']
   v, processes = results['versions'], results['study_processes']
   at_once = (f'; {len(processes)} processes at once: ' + ' | '.join(
-      ' then '.join(g) for g in processes)) if len(processes) > 1 else ''
+      ' then '.join(g) for g in processes) + ", each then helping with the others' cells"
+      ) if len(processes) > 1 else ''
   lines = [
       f'# Reproduction report: the `{results["suite"]}` suite', '',
       f'Made by `{results["command"]}` on {results["device"]["description"]}, JAX '

@@ -28,6 +28,7 @@ import ml_collections
 import tqdm
 
 from gpjax import checks
+from gpjax import compilation_cache
 from gpjax.core import spawn
 from gpjax.core import writers
 from gpjax.data import input_pipeline, segmentation
@@ -155,13 +156,16 @@ class _Progress:
     self.bar = tqdm.tqdm(total=sum(units.values()), desc='suite', unit='run', position=0,
                          dynamic_ncols=True, disable=None)
 
-  def update(self, name: str, run: str, i: int) -> None:
-    self.runs_done[name], self.current[name] = i, run
+  def update(self, name: str, run: str, i: int, helping: bool = False) -> None:
+    """Study ``name`` is at its run ``i`` in its own process, or in a helping one."""
+    self.runs_done[name] = max(self.runs_done[name], i)
+    self.current[f'{name} (helper)' if helping else name] = run
     self._show()
 
   def done(self, name: str) -> None:
     self.runs_done[name] = self.units[name]
     self.current.pop(name, None)
+    self.current.pop(f'{name} (helper)', None)
     self._show()
 
   def _show(self) -> None:
@@ -188,24 +192,32 @@ def _environment() -> tuple[dict[str, str], dict[str, Any]]:
     except importlib.metadata.PackageNotFoundError:
       versions[package.replace('-', '_')] = None
   d = jax.devices()
-  kind, cpu = d[0].device_kind, _cpu_model()
-  description = (f'{len(d)} x {kind}' + (f' ({os.cpu_count()} CPU cores, {cpu})'
-                                          if d[0].platform == 'cpu' else ''))
+  kind, (cpu, vectors), fingerprint = d[0].device_kind, _cpu(), compilation_cache.cpu_fingerprint()
+  description = (f'{len(d)} x {kind}' + (
+      f' ({os.cpu_count()} CPU cores, {cpu}, {vectors}, CPU id {fingerprint or "unknown"})'
+      if d[0].platform == 'cpu' else ''))
   return versions, {'platform': d[0].platform, 'kind': kind, 'count': len(d),
                     'processes': jax.process_count(), 'cpu_cores': os.cpu_count(),
-                    'cpu_model': cpu, 'description': description}
+                    'cpu_model': cpu, 'cpu_vectors': vectors, 'cpu_id': fingerprint,
+                    'description': description}
 
 
-def _cpu_model() -> str:
-  """The host CPU's model name (XLA:CPU's float results depend on it), or 'unknown CPU'."""
+def _cpu() -> tuple[str, str]:
+  """The host CPU's model name and widest vector instructions (XLA:CPU's float results depend
+  on both: two 'AMD EPYC' of other generations give other numbers), or 'unknown'."""
+  model, flags = platform.processor() or 'unknown CPU', set()
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
         if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
+          model = line.split(':', 1)[1].strip()
+        elif line.startswith('flags'):
+          flags = set(line.split(':', 1)[1].split())
   except OSError:
     pass
-  return platform.processor() or 'unknown CPU'
+  vectors = ('AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else
+             'AVX' if 'avx' in flags else 'vector width unknown')
+  return model, vectors
 
 
 def process_groups(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], ...]:
@@ -222,13 +234,17 @@ def process_groups(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], 
 
 
 def _run_in_order(config: ml_collections.ConfigDict, workdir: str, names: tuple[str, ...],
-                  send: Callable[[tuple[Any, ...]], None]
+                  others: tuple[str, ...], send: Callable[[tuple[Any, ...]], None]
                   ) -> tuple[dict[str, Any], dict[str, Any] | None]:
   """Runs the studies ``names`` one after another in ``workdir/<study>``, each unless its
-  results.json exists (then read back); ``send`` gets ('run', study, run, i), then ('done',
-  study, seconds or None if skipped). Returns (study -> summary, the results of a preempted
-  run or None). In the suite's process, or in another (`gpjax.core.spawn`)."""
+  results.json exists (then read back); then helps with the unfinished studies ``others``
+  that other processes run (`grid.run_grid`'s 'help': the cells no process holds yet; with
+  ``others``, this process's own studies share their cells as 'lead'). ``send`` gets ('run',
+  study, run, i) or ('help', study, run, i) before each run, and ('done', study, seconds or
+  None if skipped) after each own study. Returns (study -> summary of ``names``, the results
+  of a preempted run or None). In the suite's process, or in another (`gpjax.core.spawn`)."""
   experiments = {}
+  share = 'lead' if others else 'alone'
   for name in names:
     path = os.path.join(workdir, name)
     experiments[name] = study.cached(os.path.join(path, 'results.json'))
@@ -237,11 +253,19 @@ def _run_in_order(config: ml_collections.ConfigDict, workdir: str, names: tuple[
       continue
     start = time.perf_counter()
     result = _STUDIES[name][0](config[name], path,
-                               lambda run, i, n, name=name: send(('run', name, run, i)))
+                               lambda run, i, n, name=name: send(('run', name, run, i)), share)
     if 'preempted_at_step' in result:
       return experiments, result
     experiments[name] = writers.as_json(result)
     send(('done', name, time.perf_counter() - start))
+  for name in others:
+    path = os.path.join(workdir, name)
+    if study.cached(os.path.join(path, 'results.json')) is None:
+      result = _STUDIES[name][0](config[name], path,
+                                 lambda run, i, n, name=name: send(('help', name, run, i)),
+                                 'help')
+      if 'preempted_at_step' in result:
+        return experiments, result
   return experiments, None
 
 
@@ -260,11 +284,14 @@ def run_studies(config: ml_collections.ConfigDict, workdir: str,
         '; finished studies are skipped.', flush=True)
   progress, lock = _Progress(units), threading.Lock()
 
+  def others(names: tuple[str, ...]) -> tuple[str, ...]:  # What a process helps with after.
+    return tuple(n for g in groups if g != names for n in g)
+
   def on_message(message: tuple[Any, ...]) -> None:
     kind, name, value, *i = message
     with lock:
-      if kind == 'run':
-        progress.update(name, value, *i)
+      if kind in ('run', 'help'):
+        progress.update(name, value, *i, helping=kind == 'help')
         return
       progress.done(name)
       if value is None:
@@ -278,10 +305,12 @@ def run_studies(config: ml_collections.ConfigDict, workdir: str,
   try:
     for names in groups[1:]:
       log = os.path.join(workdir, '_'.join(names) + '.log')
-      children.append(spawn.Child(_run_in_order, (config, workdir, names), log, on_message))
+      children.append(spawn.Child(_run_in_order, (config, workdir, names, others(names)), log,
+                                  on_message))
       tqdm.tqdm.write(f'{", ".join(names)}: in process {children[-1].process.pid} beside this '
                       f'one, its output appended to {log}')
-    experiments, preempted = _run_in_order(config, workdir, groups[0], on_message)
+    experiments, preempted = _run_in_order(config, workdir, groups[0], others(groups[0]),
+                                           on_message)
     for child in children if preempted is None else ():
       if child.process.is_alive():
         tqdm.tqdm.write(f'Waiting for process {child.process.pid} ({child.log_path})')

@@ -113,16 +113,17 @@ def over_steps(evaluations: list[dict[str, Any]], n: int) -> dict[str, Any]:
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str,
-              progress: study.Progress | None = None) -> dict[str, Any]:
+              progress: study.Progress | None = None, share: str = 'alone') -> dict[str, Any]:
   """Trains and attacks every seed not finished yet; writes results.json, table.md and
-  curves.png. ``progress(name, i, n)`` is called before each seed."""
+  curves.png. ``progress(name, i, n)`` is called before each seed; with ``share`` 'help'
+  (`study.run_grid`'s), only does the cells no other process holds and returns {}."""
   check(config)
   grid = runs(config)
   outcome = study.run_grid(grid, workdir, segmentation.train_and_evaluate,
                            {'attack': functools.partial(attack_run, config, workdir)}, progress,
-                           study.cell_trainer(config, segmentation.TASK))
-  if outcome.preempted is not None:
-    return outcome.preempted
+                           study.cell_trainer(config, segmentation.TASK), share)
+  if outcome.preempted is not None or share == 'help':
+    return outcome.preempted or {}
   evaluations = [outcome.evaluations['attack'][name] for name, _ in grid]
   per_seed = [e['results'][-1] for e in evaluations]
   n = config.study.table_count
