@@ -18,7 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from gpjax import cli, compilation_cache
+from gpjax import allocator, cli, compilation_cache
 from gpjax import workdir as workdir_lib
 from gpjax.core import writers
 from gpjax.errors import ConfigError, DatasetNotPreparedError, WorkdirError
@@ -91,6 +91,7 @@ def _fail(e: Exception) -> None:
 def _run(job) -> None:
   """Starts the processes, claims the workdir (process 0 writes config.json) and runs."""
   import jax
+  allocator.keep_freed_memory()  # Also for the processes a suite starts.
   compilation_cache.enable(FLAGS.compilation_cache)
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from gpjax import compilation_cache
+from gpjax import allocator, compilation_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # padding/resnet/vgg/classifier/canvas tests took 75 s of CPU instead of 109 s on
 # 2 cores (measured 2026-11), and every float32 comparison holds either way.
 jax.config.update('jax_disable_most_optimizations', True)
+allocator.keep_freed_memory()  # As gpjax.main: for the workers and every subprocess.
 # And with XLA:CPU's older loop emitters for fusions where the jaxlib still has them (jax
 # 0.10, not 0.12): on these unoptimised programs the default fusion emitters compile slower
 # (the test suite: 33 min 6 s of CPU -> 27 min 51 s; with XLA's optimisations on, as the CLI
