@@ -57,6 +57,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     sys.exit(f'Bad flag: unexpected arguments {argv[1:]}; every option is a --flag, e.g. '
              '--config.train.steps=100.')
+  allocator.keep_freed_memory()  # Before JAX's threads start; also for a suite's processes.
   if not FLAGS['verbosity'].present:  # Orbax logs every save, tfds each folder it probes.
     logging.set_verbosity(logging.ERROR)
   if FLAGS.config.job not in JOBS:
@@ -91,7 +92,6 @@ def _fail(e: Exception) -> None:
 def _run(job) -> None:
   """Starts the processes, claims the workdir (process 0 writes config.json) and runs."""
   import jax
-  allocator.keep_freed_memory()  # Also for the processes a suite starts.
   compilation_cache.enable(FLAGS.compilation_cache)
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
