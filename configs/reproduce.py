@@ -25,7 +25,7 @@ from configs import study
 from gpjax.studies.reproduce import SUITES
 DESCRIPTIONS = {
     'micro': 'a minute or two on a CPU: every study at toy size, for the end-to-end tests',
-    'quick': '13 to 16 minutes on 2 CPU cores: the built-in data at CPU size',
+    'quick': '10 to 16 minutes on 2 CPU cores: the built-in data at CPU size',
     'standard': 'about an hour on 2 CPU cores: longer runs where the verdicts need them',
     'paper': "the paper's sizes on a GPU/TPU: CIFAR-10 and Cityscapes when prepared",
 }

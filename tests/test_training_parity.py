@@ -10,8 +10,14 @@ gpjax's float32 is measured. Tiny sizes: width 8, 3x3 canvases of 8x8 digits (24
 batch 16, 20 steps.
 
 Per step (`test_every_step_matches_the_official_step`): each step starts from gpjax's state
-(variables and Adam's moments moved into PyTorch) and the state after it is compared.
-Tolerances, with the maxima measured over the cases (2-core AMD EPYC) in brackets:
+(variables and Adam's moments moved into PyTorch) and the state after it is compared, each
+value with the official step's in float64 or in float32, whichever is the nearer: float32
+rounding alone can part the two by more than any tolerance where a gradient jumps (a ReLU's
+input near zero); on an AMD EPYC with AVX-512, PermuteNet layer 2, step 15, one weight's
+first moment is 0.0304 in float64 and 0.0179 in PyTorch's float32 step and in gpjax's, to
+the last bit.
+Tolerances, with the maxima measured over the cases (2-core AMD EPYC) in brackets (on the
+one with AVX-512: loss 4.8e-7, statistics 1.3e-7, moments 3.2e-6, parameters 2.4e-5):
 - loss 1e-5 [3.3e-7]; BatchNorm running statistics 1e-5 [1.6e-7]; Adam's moments 1e-5
   relative to 1 + |value| [3.4e-7]: float32 sums in another order, a few ulps;
 - parameters 2e-4 [8.1e-5]: Adam divides the first moment by the root of the second, so a
@@ -149,12 +155,12 @@ class _Official:
   """The transcription in float64 with its optimiser and each BatchNorm's n (the values per
   channel its batch statistics average), read from a forward hook."""
 
-  def __init__(self, run, *, betas=official_torch.BETAS, bn_momentum=0.1):
-    self.run, self.head, self.layer = run, run['head'], run['layer']
+  def __init__(self, run, *, betas=official_torch.BETAS, bn_momentum=0.1, dtype=torch.float64):
+    self.run, self.head, self.layer, self.dtype = run, run['head'], run['layer'], dtype
     self.model = official_torch.ResNet18Official(self.head, run['model'].num_classes,
                                                  width=WIDTH, bn_momentum=bn_momentum)
     self.model.load_state_dict(run['initial'])
-    self.model.double()
+    self.model.to(dtype)
     self.optimizer = official_torch.make_optimizer(self.model, betas=betas)
     self.sizes = {}
     for name, module in self.model.named_modules():
@@ -172,7 +178,8 @@ class _Official:
       ordering = self.run['inputs'][ordering_step][2]
     return official_torch.train_step(
         self.model, self.optimizer,
-        torch.from_numpy(np.array(images, np.float64)).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(np.array(images, np.float64)).to(self.dtype).permute(0, 3, 1, 2)
+        .contiguous(),
         torch.from_numpy(labels.astype(np.int64)),
         torch.from_numpy(ordering.astype(np.int64)) if self.head == 'permutenet' else None,
         self.layer)
@@ -189,8 +196,8 @@ class _Official:
     for name, p in self.model.named_parameters():
       if step and name in named['mu']:
         self.optimizer.state[p] = {'step': torch.tensor(float(step), dtype=torch.float64),
-                                   'exp_avg': torch.from_numpy(named['mu'][name].copy()),
-                                   'exp_avg_sq': torch.from_numpy(named['nu'][name].copy())}
+                                   'exp_avg': torch.from_numpy(named['mu'][name]).to(p.dtype),
+                                   'exp_avg_sq': torch.from_numpy(named['nu'][name]).to(p.dtype)}
 
   def read(self, previous, steps):
     """{collection: {name: array}} of the model and optimiser, running_var turned into Flax's
@@ -212,13 +219,21 @@ class _Official:
     return out
 
 
-def _max_diffs(ours, theirs):
-  """Max |gpjax - PyTorch| per collection (relative to 1 + |PyTorch| for Adam's moments)."""
+def _max_diffs(ours, theirs, theirs_float32=None):
+  """Max |gpjax - PyTorch| per collection (relative to 1 + |PyTorch| for Adam's moments);
+  with ``theirs_float32``, each value's distance is the smaller of those to the float64 and
+  the float32 official results."""
   out = {}
   for collection, values in theirs.items():
     scale = (lambda v: 1 + np.abs(v)) if collection in ('mu', 'nu') else (lambda v: 1.0)
-    out[collection] = max(float(np.max(np.abs(ours[collection][k] - v) / scale(v)))
-                          for k, v in values.items())
+    worst = 0.0
+    for k, v in values.items():
+      d = np.abs(ours[collection][k] - v) / scale(v)
+      if theirs_float32 is not None:
+        v32 = np.asarray(theirs_float32[collection][k], np.float64)
+        d = np.minimum(d, np.abs(ours[collection][k] - v32) / scale(v32))
+      worst = max(worst, float(np.max(d)))
+    out[collection] = worst
   return out
 
 
@@ -236,16 +251,20 @@ def runs(digits_dir):
 
 @pytest.mark.parametrize('head,layer,task', CASES)
 def test_every_step_matches_the_official_step(runs, head, layer, task):
-  """Each of the steps from gpjax's state: loss, variables and Adam's moments after it."""
+  """Each of the steps from gpjax's state: loss, variables and Adam's moments after it, each
+  value against the official step's in float64 or, where rounding parts the two, in float32."""
   run = runs(head, layer, task)
-  official = _Official(run)
+  official = [_Official(run), _Official(run, dtype=torch.float32)]
   worst = {}
   for step in range(STEPS):
-    official.load(run['states'][step], step)
     before = _torch_names(run['states'][step], head)['batch_stats']
-    loss = official.step(step)
-    diffs = _max_diffs(_torch_names(run['states'][step + 1], head), official.read(before, 1))
-    diffs['loss'] = abs(loss - run['losses'][step])
+    losses, read = [], []
+    for side in official:
+      side.load(run['states'][step], step)
+      losses.append(side.step(step))
+      read.append(side.read(before, 1))
+    diffs = _max_diffs(_torch_names(run['states'][step + 1], head), *read)
+    diffs['loss'] = min(abs(loss - run['losses'][step]) for loss in losses)
     worst = {k: max(v, worst.get(k, 0.0)) for k, v in diffs.items()}
   print(f'{head} layer {layer} {task}, per step: {worst}')
   assert worst['loss'] <= STEP_LOSS_ATOL

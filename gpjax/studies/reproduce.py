@@ -192,7 +192,8 @@ def _environment() -> tuple[dict[str, str], dict[str, Any]]:
     except importlib.metadata.PackageNotFoundError:
       versions[package.replace('-', '_')] = None
   d = jax.devices()
-  kind, (cpu, vectors), fingerprint = d[0].device_kind, _cpu(), compilation_cache.cpu_fingerprint()
+  kind, (cpu, vectors) = d[0].device_kind, _cpu()
+  fingerprint = compilation_cache.cpu_fingerprint()
   description = (f'{len(d)} x {kind}' + (
       f' ({os.cpu_count()} CPU cores, {cpu}, {vectors}, CPU id {fingerprint or "unknown"})'
       if d[0].platform == 'cpu' else ''))
