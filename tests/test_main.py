@@ -86,6 +86,8 @@ CASES = {
                        ["'imprted'", 'trained', 'rank', 'imported']),
     'study_seeds': (['--config=configs/study.py', '--config.study.seeds=0'], {},
                     ['config.study.seeds=0', '>= 1']),
+    'study_probe_heads': (['--config=configs/study.py', "--config.study.probe_heads=('',)"], {},
+                          ["config.study.probe_heads=''", "('gapnet', 'permutenet', 'linear')"]),
     'reproduce_variant': (['--config=configs/reproduce.py:huge'], {},
                           ["'huge'", 'micro', 'quick', 'paper']),
     'reproduce_suite': (['--config=configs/reproduce.py', '--config.suite=huge'], {},

@@ -16,7 +16,7 @@ import numpy as np
 
 from gpjax import checks
 from gpjax.job import Job
-from gpjax.models.classifier import PERMUTE_LAYERS
+from gpjax.models.classifier import HEADS, PERMUTE_LAYERS
 from gpjax.probes import permutation, runner
 from gpjax.studies import claims, grid
 from gpjax.studies import figures as study_figures
@@ -44,12 +44,15 @@ def layer_configs(config: ml_collections.ConfigDict) -> Runs:
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-  """Checks the grid axes, the probed layers and every run's training config before any
-  work."""
+  """Checks the grid axes, the heads, the probed layers and every run's training config
+  before any work."""
   s = config.study
   for field in ('probe_layers', 'layer_protocol'):
     for layer in checks.items(f'study.{field}', s[field], int, empty=True):
       checks.one_of(f'study.{field}', layer, PERMUTE_LAYERS)
+  for field in ('heads', 'probe_heads', 'plain_heads'):
+    for head in checks.items(f'study.{field}', s[field], empty=field != 'heads'):
+      checks.one_of(f'study.{field}', head, HEADS)
   grid.validate_runs(config, all_runs(config))
 
 
