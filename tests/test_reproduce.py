@@ -49,10 +49,9 @@ def _alive(pid):
 @pytest.fixture(scope='module')
 def suite(tmp_path_factory, env, builtin_dir):
   """The micro suite (location here, segmentation then AugShift in a second process, each
-  process then helping with the other's cells) killed
-  (SIGKILL) once two location runs have finished, then rerun to the
-  end. Returns (workdir, rerun output, the second process's log of the rerun, mtimes of the
-  results written before the kill)."""
+  process then helping with the other's cells) killed (SIGKILL) once two location runs have
+  finished, then rerun to the end. Returns (workdir, rerun output, the second process's log
+  of the rerun, mtimes of the results written before the kill)."""
   workdir = tmp_path_factory.mktemp('reproduce') / 'micro'
   data_dir = builtin_dir('gpjax_digits')
   builtin_dir('gpjax_street')

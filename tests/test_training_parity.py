@@ -152,8 +152,8 @@ def _torch_names(snapshot, head):
 
 
 class _Official:
-  """The transcription in float64 with its optimiser and each BatchNorm's n (the values per
-  channel its batch statistics average), read from a forward hook."""
+  """The transcription in float64 (or ``dtype``) with its optimiser and each BatchNorm's n
+  (the values per channel its batch statistics average), read from a forward hook."""
 
   def __init__(self, run, *, betas=official_torch.BETAS, bn_momentum=0.1, dtype=torch.float64):
     self.run, self.head, self.layer, self.dtype = run, run['head'], run['layer'], dtype
