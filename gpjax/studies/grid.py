@@ -7,7 +7,8 @@ whose ``results.json`` exists is not rerun and an interrupted one resumes from i
 checkpoint, so a killed study continues where it stopped when its command is rerun. Then
 every evaluator ``(name, run_config, run_dir) -> dict`` is called on the run; evaluators
 cache their own outputs (`cached_or`). Processes of one host can work through a grid
-together (``share``): each cell is done by the process that holds its lock (`cell_lock`). `summarize` gives mean ± std over seeds per cell.
+together (``share``): each cell is done by the process that holds its lock (`cell_lock`).
+`summarize` gives mean ± std over seeds per cell.
 Each study (`gpjax.studies.location`, `augshift`, `segmentation`) is a grid and its
 evaluators on this runner.
 """

@@ -245,26 +245,26 @@ def _run_in_order(config: ml_collections.ConfigDict, workdir: str, names: tuple[
   None if skipped) after each own study. Returns (study -> summary of ``names``, the results
   of a preempted run or None). In the suite's process, or in another (`gpjax.core.spawn`)."""
   experiments = {}
-  share = 'lead' if others else 'alone'
+
+  def run(name: str, share: str) -> dict[str, Any]:  # Its progress messages say how it runs.
+    kind = 'help' if share == 'help' else 'run'
+    return _STUDIES[name][0](config[name], os.path.join(workdir, name),
+                             lambda run, i, n: send((kind, name, run, i)), share)
+
   for name in names:
-    path = os.path.join(workdir, name)
-    experiments[name] = study.cached(os.path.join(path, 'results.json'))
+    experiments[name] = study.cached(os.path.join(workdir, name, 'results.json'))
     if experiments[name] is not None:
       send(('done', name, None))
       continue
     start = time.perf_counter()
-    result = _STUDIES[name][0](config[name], path,
-                               lambda run, i, n, name=name: send(('run', name, run, i)), share)
+    result = run(name, 'lead' if others else 'alone')
     if 'preempted_at_step' in result:
       return experiments, result
     experiments[name] = writers.as_json(result)
     send(('done', name, time.perf_counter() - start))
   for name in others:
-    path = os.path.join(workdir, name)
-    if study.cached(os.path.join(path, 'results.json')) is None:
-      result = _STUDIES[name][0](config[name], path,
-                                 lambda run, i, n, name=name: send(('help', name, run, i)),
-                                 'help')
+    if study.cached(os.path.join(workdir, name, 'results.json')) is None:
+      result = run(name, 'help')
       if 'preempted_at_step' in result:
         return experiments, result
   return experiments, None
