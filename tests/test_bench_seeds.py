@@ -1,10 +1,10 @@
 """The seeds benchmark at a tiny size on CPU: every mode timed against sequential in one
-record, the PyTorch step beside it, and a real cell whose unrolled runs equal the sequential
-ones. No timing assertions."""
+record, the PyTorch step beside it, and a real cell whose interleaved and unrolled runs equal
+the sequential ones. No timing assertions."""
 
 from test_bench import run_and_read
 
-from gpjax.core import multirun
+from gpjax.bench import seeds
 
 
 def test_seeds_benchmark_records_every_mode_the_torch_step_and_a_cell(tmp_path, builtin_dir):
@@ -15,7 +15,7 @@ def test_seeds_benchmark_records_every_mode_the_torch_step_and_a_cell(tmp_path, 
       '--config.cell.model.width=4', '--config.cell.data.image_size=8',
       f'--config.cell.data.data_dir={builtin_dir("gpjax_digits")}'])
   rows = record['results']
-  assert [r['mode'] for r in rows] == list(multirun.MODES[1:])
+  assert [r['mode'] for r in rows] == list(seeds.STEP_MODES)
   assert rows[0]['speedup_vs_sequential'] == 1.0
   for r in rows:
     assert r['seconds_per_group_step'] > 0 and len(r['seconds_per_group_step_all']) == 2
@@ -28,7 +28,8 @@ def test_seeds_benchmark_records_every_mode_the_torch_step_and_a_cell(tmp_path, 
                                              / torch['gpjax_seconds_per_step'])
   cell = record['cell']
   assert (cell['steps'], cell['width'], cell['batch']) == (2, 4, 32)
-  sequential, unrolled = cell['results']
-  assert (sequential['mode'], unrolled['mode']) == ('sequential', 'unroll')
-  assert unrolled['equal_to_sequential'] and len(set(sequential['test_losses'])) == 2  # 2 seeds.
+  sequential, interleaved, unrolled = cell['results']
+  assert [r['mode'] for r in cell['results']] == ['sequential', 'interleave', 'unroll']
+  assert interleaved['equal_to_sequential'] and unrolled['equal_to_sequential']
+  assert len(set(sequential['test_losses'])) == 2  # 2 seeds.
   assert record['settings']['canvas_size'] == 24

@@ -101,9 +101,11 @@ def _assert_equal_runs(group_dirs, separate, rtol):
 
 
 @pytest.mark.parametrize('mode, rtol', [
-    pytest.param('unroll', 0.0, marks=pytest.mark.product_emitters), ('vmap', 1e-4)])
+    ('interleave', 0.0), pytest.param('unroll', 0.0, marks=pytest.mark.product_emitters),
+    ('vmap', 1e-4)])
 def test_runs_trained_together_equal_separate_runs(separate, data_dir, tmp_path, mode, rtol):
-  """Unrolled: the same numbers exactly; vmapped: within float tolerance."""
+  """Interleaved (the separate runs' program) and unrolled: the same numbers exactly;
+  vmapped: within float tolerance."""
   dirs = [str(tmp_path / f'r{i}') for i in range(len(SEEDS))]
   results = multirun.train_group(_configs(data_dir), dirs, classification.TASK, mode)
   assert [r['config']['seed'] for r in results] == list(SEEDS)
@@ -152,8 +154,8 @@ def test_groups_must_differ_in_seed_only(data_dir):
     multirun.check_group(configs)
 
 
-def test_auto_is_unroll_on_cpu_and_bad_modes_are_named():
-  assert jax.default_backend() == 'cpu' and multirun.resolve('auto') == 'unroll'
+def test_auto_is_interleave_on_cpu_and_bad_modes_are_named():
+  assert jax.default_backend() == 'cpu' and multirun.resolve('auto') == 'interleave'
   assert multirun.resolve('vmap') == 'vmap'
   with pytest.raises(ConfigError, match=r"study.train_seeds='pmap' is not one of"):
     multirun.resolve('pmap')

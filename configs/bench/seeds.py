@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.bench = 'seeds'  # What python -m gpjax.bench runs (gpjax.bench.BENCHES).
   config.seeds = 3  # R: runs stepped together (>= 2).
-  # gpjax.core.multirun modes timed, sequential first (the baseline).
+  # gpjax.core.multirun modes timed, sequential first (the baseline); not interleave, whose
+  # group step is sequential's.
   config.modes = ('sequential', 'unroll', 'vmap', 'map')
   config.width = 8  # Channels of stage 1 (CPU study: 8).
   config.source_size = 16  # Side of the sources (CPU study: 16; canvases are grid times it).
@@ -32,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup = 3  # Untimed group steps after compiling.
   config.torch = 'auto'  # auto: time the PyTorch step where torch is installed; off: don't.
   config.cell_steps = 0  # Train a real study cell of this many steps in each cell mode (0 = no).
-  config.cell_modes = ('sequential', 'unroll')  # Modes of the cell, sequential first.
+  config.cell_modes = ('sequential', 'interleave', 'unroll')  # The cell's, sequential first.
   config.seed = 0  # Run r has seed + r.
   # The step's config; its seed, grid, model and batch are the fields above.
   config.base = location.get_config()

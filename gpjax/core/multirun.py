@@ -7,6 +7,8 @@ compiled step can advance all R of them (`train_group`). Each run keeps its own 
 probed and resumed as any other. Modes:
 
 - ``sequential``: one run after another (`trainer.train_run`), sharing one compiled step.
+- ``interleave``: that one compiled step called for each run in turn at every step: the
+  programs and numbers of sequential runs, the loop (evaluations, checkpoints) shared.
 - ``unroll``: one jitted step holding R copies of the per-run step (R independent
   subgraphs that XLA schedules together); the same numbers as sequential runs.
 - ``vmap``: ``jit(vmap(step))`` over a leading run axis of the states and batches: batched
@@ -14,7 +16,7 @@ probed and resumed as any other. Modes:
   XLA:CPU per-run convolutions become slow grouped convolutions.
 - ``map``: ``lax.map`` over the run axis: one compiled body run R times (smallest program).
 
-``auto`` is ``unroll`` on CPU and ``vmap`` elsewhere (`python -m gpjax.bench seeds` measures
+``auto`` is ``interleave`` on CPU and ``vmap`` elsewhere (`python -m gpjax.bench seeds` measures
 which wins where).
 """
 
@@ -35,7 +37,8 @@ from gpjax.core import trainer
 from gpjax.core.task import Task
 from gpjax.errors import ConfigError
 
-MODES = ('auto', 'sequential', 'unroll', 'vmap', 'map')
+MODES = ('auto', 'sequential', 'interleave', 'unroll', 'vmap', 'map')
+_TUPLES = ('interleave', 'unroll')  # Modes whose group state and batch are tuples of R.
 
 
 def check_mode(mode: str) -> None:
@@ -46,10 +49,11 @@ def check_mode(mode: str) -> None:
 
 
 def resolve(mode: str) -> str:
-  """``mode`` with 'auto' replaced by this backend's choice ('unroll' on CPU, else 'vmap')."""
+  """``mode`` with 'auto' replaced by this backend's choice ('interleave' on CPU, else
+  'vmap')."""
   check_mode(mode)
   if mode == 'auto':
-    return 'unroll' if jax.default_backend() == 'cpu' else 'vmap'
+    return 'interleave' if jax.default_backend() == 'cpu' else 'vmap'
   return mode
 
 
@@ -73,35 +77,47 @@ def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
 
 
 def join_states(mode: str, states: Sequence[Any]) -> Any:
-  """The group state of R run states: a tuple (unroll) or stacked along a leading run axis."""
-  return tuple(states) if mode == 'unroll' else jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+  """The group state of R run states: a tuple (interleave, unroll) or stacked along a leading
+  run axis."""
+  return tuple(states) if mode in _TUPLES else jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
 def split_states(mode: str, state: Any, num: int) -> list[Any]:
   """The R run states of a group state (`join_states` undone)."""
-  if mode == 'unroll':
+  if mode in _TUPLES:
     return list(state)
   return [jax.tree.map(lambda x, i=i: x[i], state) for i in range(num)]
 
 
 def batch_axis(mode: str) -> int:
   """The axis of a group batch that the ``data`` mesh axis splits (1 below a run axis)."""
-  return 0 if mode == 'unroll' else 1
+  return 0 if mode in _TUPLES else 1
 
 
 def join_batches(mode: str, batches: Sequence[Any]) -> Any:
-  """The group host batch of R runs' host batches: a tuple (unroll) or (R, B, ...) arrays."""
-  return tuple(batches) if mode == 'unroll' else jax.tree.map(lambda *xs: np.stack(xs), *batches)
+  """The group host batch of R runs' host batches: a tuple (interleave, unroll) or (R, B, ...)
+  arrays."""
+  return tuple(batches) if mode in _TUPLES else jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
 
 def group_step(train_step: Callable, mesh: jax.sharding.Mesh, mode: str, num: int) -> Callable:
-  """The jitted step of R = ``num`` runs from the per-device ``train_step(state, batch)``.
+  """The step of R = ``num`` runs from the per-device ``train_step(state, batch)``: jitted
+  (unroll, vmap, map), or R calls of one jitted run's step (interleave).
 
   Returns:
-    (group state, group batch) -> (group state, metrics of shape (R,)). unroll: the group
-    state is a tuple of R states and the batch a tuple of R global batches; vmap/map: one
-    state with a leading run axis on every leaf and a (R, B, ...) batch.
+    (group state, group batch) -> (group state, metrics of shape (R,)). interleave, unroll: the
+    group state is a tuple of R states and the batch a tuple of R global batches (interleave's
+    metrics are R-tuples of scalars); vmap/map: one state with a leading run axis on every
+    leaf and a (R, B, ...) batch.
   """
+  if mode == 'interleave':
+    single = parallel.shard_step(train_step, mesh, outputs=2, donate=True)
+
+    def interleaved(states, batches):
+      outs = [single(s, b) for s, b in zip(states, batches)]
+      return tuple(o[0] for o in outs), jax.tree.map(lambda *xs: xs, *(o[1] for o in outs))
+    return interleaved
+
   def unrolled(states, batches):
     outs = [train_step(s, b) for s, b in zip(states, batches)]
     return tuple(o[0] for o in outs), jax.tree.map(lambda *xs: jnp.stack(xs), *(o[1] for o in outs))
