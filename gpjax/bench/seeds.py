@@ -7,10 +7,9 @@ one after another, and the same network's training step in PyTorch.
 
 Per mode (``config.modes``): seconds per group step (every run advanced one step: R calls of the
 single-run step for 'sequential', as 'interleave' steps, one call of `multirun.group_step`
-otherwise) of the real
-`classification.train_step` on synthetic uint8 sources on the device, medians after warm-up,
-and its speed relative to sequential measured in the same run. ``config.torch``: the same
-ResNet-18 (official structure, `gpjax.bench.torch_reference`, in a child process so that
+otherwise) of the real `classification.train_step` on synthetic uint8 sources on the device,
+medians after warm-up, and its speed relative to sequential measured in the same run.
+``config.torch``: the same ResNet-18 (official structure, `gpjax.bench.torch_reference`, in a child process so that
 torch is never imported here) trained with the same Adam step on the same shapes, in float32
 with as many threads as this machine has cores; the ratio is gpjax's single-run step speed
 over PyTorch's. ``config.cell_steps=N``: a real study cell too (``config.cell``:
