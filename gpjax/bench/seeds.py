@@ -1,4 +1,4 @@
-r"""The seeds benchmark: R seeds of one config stepped in one program (`gpjax.core.multirun`) against
+r"""The seeds benchmark: R seeds of one config stepped together (`gpjax.core.multirun`) against
 one after another, and the same network's training step in PyTorch.
 
   python -m gpjax.bench --config=configs/bench/seeds.py --workdir=runs/bench/seeds
@@ -9,14 +9,14 @@ Per mode (``config.modes``): seconds per group step (every run advanced one step
 single-run step for 'sequential', as 'interleave' steps, one call of `multirun.group_step`
 otherwise) of the real `classification.train_step` on synthetic uint8 sources on the device,
 medians after warm-up, and its speed relative to sequential measured in the same run.
-``config.torch``: the same ResNet-18 (official structure, `gpjax.bench.torch_reference`, in a child process so that
-torch is never imported here) trained with the same Adam step on the same shapes, in float32
-with as many threads as this machine has cores; the ratio is gpjax's single-run step speed
-over PyTorch's. ``config.cell_steps=N``: a real study cell too (``config.cell``:
-configs/study.py's CPU base, the location task, GAPNet, zero padding, R seeds, N steps, the
-built-in digits), trained end to end in each of ``config.cell_modes`` (compiles, evaluations
-and checkpoints included), with its wall time and whether every run's test accuracy and loss
-equal the sequential one's.
+``config.torch``: the same ResNet-18 (official structure, `gpjax.bench.torch_reference`, in a
+child process so that torch is never imported here) trained with the same Adam step on the same
+shapes, in float32 with as many threads as this machine has cores; the ratio is gpjax's
+single-run step speed over PyTorch's. ``config.cell_steps=N``: a real study cell too
+(``config.cell``: configs/study.py's CPU base, the location task, GAPNet, zero padding, R seeds,
+N steps, the built-in digits), trained end to end in each of ``config.cell_modes`` (compiles,
+evaluations and checkpoints included), with its wall time and whether every run's test accuracy
+and loss equal the sequential one's.
 """
 
 import copy
