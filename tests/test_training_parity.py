@@ -196,8 +196,8 @@ class _Official:
     for name, p in self.model.named_parameters():
       if step and name in named['mu']:
         self.optimizer.state[p] = {'step': torch.tensor(float(step), dtype=torch.float64),
-                                   'exp_avg': torch.from_numpy(named['mu'][name]).to(p.dtype),
-                                   'exp_avg_sq': torch.from_numpy(named['nu'][name]).to(p.dtype)}
+                                   'exp_avg': torch.tensor(named['mu'][name], dtype=p.dtype),
+                                   'exp_avg_sq': torch.tensor(named['nu'][name], dtype=p.dtype)}
 
   def read(self, previous, steps):
     """{collection: {name: array}} of the model and optimiser, running_var turned into Flax's

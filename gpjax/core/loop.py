@@ -117,8 +117,7 @@ def run_group(workdirs: Sequence[str], state: Any, *, schedule: Schedule,
       ``split(state)`` gives the R states, ``join`` makes one from them.
     schedule: shared by every run.
     step_fn: (group state, group host batch) -> (group state, metrics: scalars (R = 1), (R,)
-      arrays or R-tuples of scalars, 'loss' among them); ``batches(start, num_steps)`` yields
-      the batches.
+      arrays or R-tuples, 'loss' among them); ``batches(start, num_steps)`` yields batches.
     evaluate: (run index, run state) -> test metrics, ``metric`` among them.
     metric, desc: as for `run`.
 
